@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the Debian packages rdsbackup needs (Debian 12, as root). Idempotent and
+# quick when everything is present. Services are not started by the packages: the
+# project runs its own servers on its own ports and folders.
+set -euo pipefail
+
+PACKAGES=(
+  mariadb-server mariadb-client mariadb-backup
+  postgresql postgresql-client
+  zstd mydumper sysbench
+  python3 python3-venv
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "missing Debian packages: ${missing[*]} (run as root, or install them)" >&2
+  exit 1
+fi
+
+echo "installing: ${missing[*]}"
+# Keep the packages' init scripts from starting system-wide servers.
+policy=/usr/sbin/policy-rc.d
+made_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' > "$policy"
+  chmod +x "$policy"
+  made_policy=1
+fi
+trap '[ "$made_policy" = 1 ] && rm -f "$policy"' EXIT
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,26 @@
+"""The action table: Alibaba action name -> handler(call, services) -> response body."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rdsbackup.api.protocol import Call
+from rdsbackup.service.backups import BackupService
+from rdsbackup.service.instances import InstanceService
+
+
+@dataclass(frozen=True)
+class Services:
+    backups: BackupService
+    instances: InstanceService
+
+
+Handler = Callable[[Call, Services], dict[str, Any]]
+
+
+def action_table() -> dict[str, Handler]:
+    from rdsbackup.api.actions import backups, instances
+
+    return {**backups.ACTIONS, **instances.ACTIONS}

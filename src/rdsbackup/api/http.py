@@ -1,0 +1,109 @@
+"""The HTTP edge: any path, GET or POST, parameters from query and form body. Parses,
+delegates, renders; every failure becomes an Alibaba error body, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl, quote
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from rdsbackup.api.actions import Handler, Services
+from rdsbackup.api.errors import ApiError, from_domain
+from rdsbackup.api.protocol import Protocol, RawRequest
+from rdsbackup.api.render import render
+from rdsbackup.service.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1 << 20
+
+
+class RpcEndpoint:
+    def __init__(
+        self, protocol: Protocol, services: Services, actions: Mapping[str, Handler], host_id: str
+    ) -> None:
+        self.protocol = protocol
+        self.services = services
+        self.actions = actions
+        self.host_id = host_id
+
+    async def respond(self, request: Request) -> Response:
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                return self.error(
+                    _raw(request, b""),
+                    ApiError(
+                        "InvalidParameter", "The request body is larger than 1 MiB.", param="body"
+                    ),
+                )
+        raw = _raw(request, bytes(body))
+        return await run_in_threadpool(self.handle, raw)
+
+    def handle(self, raw: RawRequest) -> Response:
+        request_id = str(uuid.uuid4()).upper()
+        try:
+            call = self.protocol.parse(raw)
+            handler = self.actions[call.action]
+            body: dict[str, Any] = {"RequestId": request_id, **handler(call, self.services)}
+            content, ctype = render(body, call.format, f"{call.action}Response")
+            return Response(
+                content, 200, media_type=ctype, headers={"x-acs-request-id": request_id}
+            )
+        except ApiError as e:
+            return self.error(raw, e, request_id)
+        except ServiceError as e:
+            api_error = from_domain(e)
+            log.info("%s: %s (%s)", request_id, api_error.code, e.detail)
+            return self.error(raw, api_error, request_id)
+        except Exception:
+            log.exception("request %s failed", request_id)
+            return self.error(raw, ApiError("InternalError"), request_id)
+
+    def error(self, raw: RawRequest, e: ApiError, request_id: str | None = None) -> Response:
+        request_id = request_id or str(uuid.uuid4()).upper()
+        try:
+            fmt = self.protocol.response_format(raw)
+        except ApiError:
+            fmt = "JSON"
+        body = {
+            "RequestId": request_id,
+            "HostId": self.host_id,
+            "Code": e.code,
+            "Message": e.message,
+            "Recommend": "https://api.aliyun.com/troubleshoot?q="
+            f"{quote(e.code)}&product=Rds&requestId={request_id}",
+        }
+        content, ctype = render(body, fmt, "Error", error=True)
+        return Response(
+            content, e.status, media_type=ctype, headers={"x-acs-request-id": request_id}
+        )
+
+
+def _raw(request: Request, body: bytes) -> RawRequest:
+    return RawRequest(
+        method=request.method.upper(),
+        path=request.url.path,
+        query=parse_qsl(request.url.query, keep_blank_values=True),
+        headers={k.lower(): v for k, v in request.headers.items()},
+        body=body,
+    )
+
+
+def asgi_app(endpoint: RpcEndpoint) -> Starlette:
+    methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+    return Starlette(
+        routes=[
+            Route("/", endpoint.respond, methods=methods),
+            Route("/{path:path}", endpoint.respond, methods=methods),
+        ]
+    )

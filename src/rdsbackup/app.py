@@ -1,0 +1,164 @@
+"""The composition root: the only place that builds concrete classes and wires them."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from starlette.applications import Starlette
+
+from rdsbackup.api.actions import Services, action_table
+from rdsbackup.api.http import RpcEndpoint, asgi_app
+from rdsbackup.api.protocol import Protocol
+from rdsbackup.catalog.db import Catalog
+from rdsbackup.catalog.secrets import SecretBox
+from rdsbackup.config import Settings
+from rdsbackup.engines.registry import EngineRegistry, default_registry
+from rdsbackup.instances.inventory import Inventory
+from rdsbackup.instances.supervisor import HealthMonitor, Supervisor
+from rdsbackup.jobs.dispatch import ThreadDispatcher
+from rdsbackup.jobs.janitor import Janitor
+from rdsbackup.jobs.leases import Leases
+from rdsbackup.jobs.runner import JobRunner, RunOptions
+from rdsbackup.service.auth import AccountAdmin, KeyStore
+from rdsbackup.service.backups import BackupPolicy, BackupService
+from rdsbackup.service.instances import InstanceService
+from rdsbackup.storage.base import Storage
+from rdsbackup.storage.local import LocalStorage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Core:
+    """Everything but the HTTP edge and the background loops: what the CLI needs too."""
+
+    settings: Settings
+    catalog: Catalog
+    box: SecretBox
+    engines: EngineRegistry
+    inventory: Inventory
+    supervisor: Supervisor
+    storage: Storage
+    keys: KeyStore
+    accounts: AccountAdmin
+    instances: InstanceService
+
+
+def build_core(settings: Settings, engines: EngineRegistry | None = None) -> Core:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    catalog = Catalog(settings.resolved_catalog_url)
+    catalog.upgrade()
+    box = SecretBox(settings.resolved_secret_key())
+    engines = engines or default_registry()
+    inventory = Inventory(catalog, box, engines)
+    supervisor = Supervisor(catalog, inventory, settings.resolved_instances_dir)
+    return Core(
+        settings=settings,
+        catalog=catalog,
+        box=box,
+        engines=engines,
+        inventory=inventory,
+        supervisor=supervisor,
+        storage=LocalStorage(settings.resolved_storage_dir),
+        keys=KeyStore(catalog, box),
+        accounts=AccountAdmin(catalog, box),
+        instances=InstanceService(catalog, inventory),
+    )
+
+
+@dataclass
+class Service:
+    """The running service: API, job workers and the background loops around them."""
+
+    core: Core
+    leases: Leases
+    dispatcher: ThreadDispatcher
+    backups: BackupService
+    janitor: Janitor
+    health: HealthMonitor
+    asgi: Starlette
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> None:
+        """Fail what died with an earlier process, start local servers, resume queued
+        jobs, then start the loops."""
+        self.janitor.reap_jobs()
+        self.core.supervisor.start_all()
+        self.health.check_all()
+        for job_id in self.leases.pending():
+            self.dispatcher.submit(job_id)
+        s = self.core.settings
+        self._spawn("reaper", self.janitor.reap_jobs, max(1.0, s.heartbeat_seconds))
+        self._spawn("health", self.health.check_all, s.probe_interval_seconds)
+        self._spawn("janitor", self._maintenance, s.janitor_interval_seconds)
+
+    def _maintenance(self) -> None:
+        self.janitor.expire_sets()
+        self.core.keys.purge_nonces()
+
+    def _spawn(self, name: str, task: Callable[[], object], interval: float) -> None:
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    task()
+                except Exception:
+                    log.exception("background task %s failed", name)
+
+        thread = threading.Thread(target=loop, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self, *, stop_local_servers: bool = False) -> None:
+        self._stop.set()
+        self.dispatcher.shutdown(wait=False)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        if stop_local_servers:
+            self.core.supervisor.stop_all()
+
+
+def build_service(settings: Settings, engines: EngineRegistry | None = None) -> Service:
+    core = build_core(settings, engines)
+    leases = Leases(core.catalog, settings.node_id, settings.job_lease_seconds)
+    runner = JobRunner(
+        core.catalog,
+        core.inventory,
+        core.engines,
+        core.storage,
+        leases,
+        RunOptions(
+            compression=settings.compression,
+            compression_level=settings.compression_level,
+            compression_threads=settings.compression_threads,
+            parallel=settings.backup_parallel,
+            heartbeat_seconds=settings.heartbeat_seconds,
+        ),
+    )
+    dispatcher = ThreadDispatcher(runner.run, settings.max_parallel_jobs)
+    backups = BackupService(
+        core.catalog,
+        core.instances,
+        dispatcher,
+        core.storage,
+        BackupPolicy(
+            daily_limit=settings.daily_backup_limit,
+            client_token_hours=settings.client_token_hours,
+            default_retention_days=settings.default_retention_days,
+        ),
+    )
+    actions = action_table()
+    protocol = Protocol(core.keys, actions, window_seconds=settings.signature_window_seconds)
+    endpoint = RpcEndpoint(protocol, Services(backups, core.instances), actions, settings.host_id)
+    return Service(
+        core=core,
+        leases=leases,
+        dispatcher=dispatcher,
+        backups=backups,
+        janitor=Janitor(core.catalog, leases, core.storage),
+        health=HealthMonitor(core.inventory, core.supervisor),
+        asgi=asgi_app(endpoint),
+    )

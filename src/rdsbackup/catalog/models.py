@@ -1,0 +1,209 @@
+"""The catalog's tables. Alembic migrations (``catalog/migrations``) create them; a test
+checks the two agree."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JOB_PROGRESSING = ("Checking", "Preparing", "Waiting", "Uploading")
+JOB_UNFINISHED = ("NoStart", *JOB_PROGRESSING)
+UNFINISHED = "status NOT IN ('Finished', 'Failed')"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    uid: Mapped[str] = mapped_column(String(32), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class AccessKey(Base):
+    __tablename__ = "access_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    access_key_id: Mapped[str] = mapped_column(String(64), unique=True)
+    secret_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="Active")
+    actions: Mapped[str] = mapped_column(String(1024), default="*")
+    """Comma-separated action patterns this key may call (``*``, ``Describe*``)."""
+    description: Mapped[str] = mapped_column(String(256), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+    account: Mapped[Account] = relationship()
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    engine: Mapped[str] = mapped_column(String(32))
+    engine_version: Mapped[str] = mapped_column(String(32), default="")
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    admin_user: Mapped[str] = mapped_column(String(128))
+    password_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    data_dir: Mapped[str | None] = mapped_column(String(1024))
+    os_user: Mapped[str | None] = mapped_column(String(64))
+    local: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Provisioned and supervised by this service (else: a registered existing server)."""
+    base_dir: Mapped[str | None] = mapped_column(String(1024))
+    status: Mapped[str] = mapped_column(String(32), default="Creating")
+    status_reason: Mapped[str] = mapped_column(Text, default="")
+    lock_mode: Mapped[str] = mapped_column(String(32), default="Unlock")
+    resource_group_id: Mapped[str] = mapped_column(String(64), default="")
+    description: Mapped[str] = mapped_column(String(256), default="")
+    region_id: Mapped[str] = mapped_column(String(64), default="")
+    zone_id: Mapped[str] = mapped_column(String(64), default="")
+    category: Mapped[str] = mapped_column(String(32), default="Basic")
+    read_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    manual_backup_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    data_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    probed_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Database(Base):
+    __tablename__ = "databases"
+    __table_args__ = (Index("uq_databases_instance_name", "instance_id", "name", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(256))
+    character_set: Mapped[str] = mapped_column(String(64), default="")
+    collation: Mapped[str] = mapped_column("db_collation", String(128), default="")
+    status: Mapped[str] = mapped_column(String(16), default="Running")
+
+
+class BackupJob(Base):
+    __tablename__ = "backup_jobs"
+    __table_args__ = (
+        # The database, not Python, guarantees one unfinished job per instance.
+        Index(
+            "uq_backup_jobs_one_unfinished",
+            "instance_id",
+            unique=True,
+            sqlite_where=text(UNFINISHED),
+            postgresql_where=text(UNFINISHED),
+        ),
+        Index("uq_backup_jobs_client_token", "account_id", "client_token", unique=True),
+        Index("ix_backup_jobs_instance_day", "instance_id", "created_day"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="NoStart")
+    progress_status: Mapped[str] = mapped_column(String(16), default="NoStart")
+    process: Mapped[int] = mapped_column(Integer, default=0)
+    job_mode: Mapped[str] = mapped_column(String(16), default="Manual")
+    task_action: Mapped[str] = mapped_column(String(32), default="TempBackupTask")
+    method: Mapped[str] = mapped_column(String(16))
+    requested_type: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32), default="FullBackup")
+    strategy: Mapped[str] = mapped_column(String(16), default="instance")
+    db_names: Mapped[str] = mapped_column(Text, default="")
+    retention_days: Mapped[int | None] = mapped_column(Integer)
+    client_token: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    created_day: Mapped[str] = mapped_column(String(10))
+    """UTC ``YYYY-MM-DD``: the daily backup quota counts by it."""
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_expected: Mapped[int] = mapped_column(BigInteger, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    failed_reason: Mapped[str] = mapped_column(Text, default="")
+    storage_prefix: Mapped[str] = mapped_column(String(512), default="")
+    backup_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class BackupSet(Base):
+    __tablename__ = "backup_sets"
+    __table_args__ = (Index("ix_backup_sets_instance_start", "instance_id", "start_time"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    job_id: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    method: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(32))
+    mode: Mapped[str] = mapped_column(String(16), default="Manual")
+    initiator: Mapped[str] = mapped_column(String(16), default="User")
+    strategy: Mapped[str] = mapped_column(String(16), default="instance")
+    db_names: Mapped[str] = mapped_column(Text, default="")
+    start_time: Mapped[datetime] = mapped_column(DateTime)
+    end_time: Mapped[datetime] = mapped_column(DateTime)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    raw_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    storage_prefix: Mapped[str] = mapped_column(String(512), default="")
+    checksum: Mapped[str] = mapped_column(String(128), default="")
+    """sha256 of the set's manifest.json, which lists every object's own sha256."""
+    consistent_time: Mapped[datetime | None] = mapped_column(DateTime)
+    consistent_position: Mapped[str] = mapped_column(Text, default="{}")
+    engine: Mapped[str] = mapped_column(String(32))
+    engine_version: Mapped[str] = mapped_column(String(32), default="")
+    host_instance_id: Mapped[str] = mapped_column(String(64), default="")
+    store_status: Mapped[str] = mapped_column(String(16), default="Enabled")
+    is_avail: Mapped[bool] = mapped_column(Boolean, default=True)
+    meta_status: Mapped[str] = mapped_column(String(16), default="OK")
+    encryption: Mapped[str] = mapped_column(String(256), default="{}")
+    retention_days: Mapped[int | None] = mapped_column(Integer)
+    expire_time: Mapped[datetime | None] = mapped_column(DateTime)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("backup_sets.id"))
+    failed_reason: Mapped[str] = mapped_column(Text, default="")
+
+    objects: Mapped[list[BackupObject]] = relationship(
+        cascade="all, delete-orphan", order_by="BackupObject.id"
+    )
+
+
+class BackupObject(Base):
+    __tablename__ = "backup_objects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    backup_id: Mapped[int] = mapped_column(ForeignKey("backup_sets.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(512))
+    size: Mapped[int] = mapped_column(BigInteger)
+    raw_size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    compression: Mapped[str] = mapped_column(String(16))
+
+
+class Nonce(Base):
+    __tablename__ = "nonces"
+
+    access_key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(128), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)

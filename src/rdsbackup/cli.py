@@ -1,0 +1,298 @@
+"""The ``rdsbackup`` command: the server, the demo, and the operator's admin commands."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rdsbackup.app import Core, build_core, build_service
+from rdsbackup.config import Settings, load_settings
+from rdsbackup.instances.inventory import Registration
+
+app = typer.Typer(no_args_is_help=True, help="Self-hosted Alibaba Cloud RDS backup service.")
+key_app = typer.Typer(no_args_is_help=True, help="Access keys.")
+instance_app = typer.Typer(no_args_is_help=True, help="Database instances.")
+backup_app = typer.Typer(no_args_is_help=True, help="Backup sets.")
+app.add_typer(key_app, name="key")
+app.add_typer(instance_app, name="instance")
+app.add_typer(backup_app, name="backup")
+console = Console()
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML settings file.", envvar="RDSBACKUP_CONFIG"),
+]
+AccountOpt = Annotated[str, typer.Option(help="Account name.")]
+DEFAULT_ACCOUNT = "default"
+
+
+def _settings(config: Path | None) -> Settings:
+    return load_settings(config)
+
+
+def _core(config: Path | None) -> Core:
+    return build_core(_settings(config))
+
+
+def _logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
+    keep_local_servers: Annotated[
+        bool, typer.Option(help="Leave local database servers running on exit.")
+    ] = False,
+) -> None:
+    """Run the API and the job workers."""
+    _logging()
+    settings = _settings(config)
+    _serve(settings, host or settings.host, port or settings.port, keep_local_servers)
+
+
+def _serve(settings: Settings, host: str, port: int, keep_local_servers: bool) -> None:
+    import uvicorn
+
+    service = build_service(settings)
+    service.start()
+    try:
+        uvicorn.run(service.asgi, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        service.stop(stop_local_servers=not keep_local_servers)
+
+
+@app.command()
+def demo(config: ConfigOpt = None, port: Annotated[int | None, typer.Option()] = None) -> None:
+    """Provision the demo instances (once), print how to call the API, and serve."""
+    from rdsbackup.demo import ensure_demo, print_welcome
+
+    _logging()
+    settings = _settings(config)
+    core = build_core(settings)
+    info = ensure_demo(core)
+    print_welcome(console, info, settings.host, port or settings.port)
+    _serve(settings, settings.host, port or settings.port, keep_local_servers=False)
+
+
+@app.command("upgrade")
+def upgrade(config: ConfigOpt = None) -> None:
+    """Create or migrate the catalog schema."""
+    _core(config)
+    console.print("catalog is at the newest schema")
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+@key_app.command("create")
+def key_create(
+    config: ConfigOpt = None,
+    account: AccountOpt = DEFAULT_ACCOUNT,
+    actions: Annotated[str, typer.Option(help="Comma-separated action patterns.")] = "*",
+    read_only: Annotated[bool, typer.Option(help="Only Describe* actions.")] = False,
+    description: Annotated[str, typer.Option()] = "",
+) -> None:
+    """Create an access key; prints AccessKeyId and AccessKeySecret (shown once)."""
+    core = _core(config)
+    key_id, secret = core.accounts.create_key(
+        account, actions="Describe*" if read_only else actions, description=description
+    )
+    typer.echo(json.dumps({"AccessKeyId": key_id, "AccessKeySecret": secret}))
+
+
+@key_app.command("list")
+def key_list(config: ConfigOpt = None) -> None:
+    table = Table("AccessKeyId", "Account", "Status", "Actions", "Created")
+    for k in _core(config).accounts.list_keys():
+        table.add_row(k.access_key_id, k.account, k.status, k.actions, str(k.created_at))
+    console.print(table)
+
+
+@key_app.command("disable")
+def key_disable(access_key_id: str, config: ConfigOpt = None) -> None:
+    _core(config).accounts.set_key_status(access_key_id, active=False)
+    console.print(f"{access_key_id} disabled")
+
+
+@key_app.command("enable")
+def key_enable(access_key_id: str, config: ConfigOpt = None) -> None:
+    _core(config).accounts.set_key_status(access_key_id, active=True)
+    console.print(f"{access_key_id} enabled")
+
+
+# -- instances -------------------------------------------------------------------------------
+
+
+@instance_app.command("add")
+def instance_add(
+    engine: Annotated[str, typer.Option(help="MariaDB, MySQL or PostgreSQL.")],
+    host: Annotated[str, typer.Option()],
+    port: Annotated[int, typer.Option()],
+    user: Annotated[str, typer.Option(help="Admin user the backups run as.")],
+    password_file: Annotated[
+        Path | None, typer.Option(help="File holding the password (else prompted).")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="The server's data directory, when on this machine.")
+    ] = None,
+    os_user: Annotated[str | None, typer.Option(help="OS user that may read data_dir.")] = None,
+    account: AccountOpt = DEFAULT_ACCOUNT,
+    description: Annotated[str, typer.Option()] = "",
+    resource_group: Annotated[str, typer.Option()] = "",
+    config: ConfigOpt = None,
+) -> None:
+    """Register an existing server."""
+    core = _core(config)
+    password = (
+        password_file.read_text().rstrip("\n")
+        if password_file
+        else getpass.getpass(f"password for {user}@{host}:{port}: ")
+    )
+    instance_id = core.inventory.register(
+        Registration(
+            account_id=core.accounts.ensure_account(account),
+            engine=engine,
+            host=host,
+            port=port,
+            admin_user=user,
+            admin_password=password,
+            data_dir=data_dir,
+            os_user=os_user,
+            description=description,
+            resource_group_id=resource_group,
+            region_id=core.settings.region_id,
+            zone_id=core.settings.zone_id,
+        )
+    )
+    if core.inventory.probe(instance_id) is None:
+        core.inventory.set_status(instance_id, "Unavailable", "the server did not answer")
+    else:
+        core.inventory.set_status(instance_id, "Running")
+    typer.echo(
+        json.dumps(
+            {"DBInstanceId": instance_id, "DBInstanceStatus": core.inventory.status(instance_id)}
+        )
+    )
+
+
+@instance_app.command("create")
+def instance_create(
+    engine: Annotated[str, typer.Option(help="MariaDB or PostgreSQL.")],
+    account: AccountOpt = DEFAULT_ACCOUNT,
+    description: Annotated[str, typer.Option()] = "",
+    resource_group: Annotated[str, typer.Option()] = "",
+    sample_data: Annotated[bool, typer.Option(help="Load the sample databases.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Provision a local server under the state folder (kept running by `serve`)."""
+    from rdsbackup.instances.sample_data import load_sample
+
+    core = _core(config)
+    instance_id = core.supervisor.provision(
+        engine,
+        core.accounts.ensure_account(account),
+        description=description,
+        resource_group_id=resource_group,
+        region_id=core.settings.region_id,
+        zone_id=core.settings.zone_id,
+    )
+    if sample_data:
+        load_sample(engine, core.inventory.access(instance_id))
+        core.inventory.probe(instance_id)
+    typer.echo(json.dumps({"DBInstanceId": instance_id, "DBInstanceStatus": "Running"}))
+
+
+@instance_app.command("list")
+def instance_list(config: ConfigOpt = None) -> None:
+    core = _core(config)
+    table = Table("DBInstanceId", "Engine", "Version", "Endpoint", "Status", "Local")
+    from sqlalchemy import select
+
+    from rdsbackup.catalog.models import Instance
+
+    with core.catalog.read() as s:
+        for i in s.scalars(select(Instance).order_by(Instance.created_at)):
+            table.add_row(
+                i.id,
+                i.engine,
+                i.engine_version,
+                f"{i.host}:{i.port}",
+                f"{i.status} {i.status_reason}".strip(),
+                "yes" if i.local else "no",
+            )
+    console.print(table)
+
+
+@instance_app.command("stop")
+def instance_stop(instance_id: str, config: ConfigOpt = None) -> None:
+    """Stop a local server (the service marks it Unavailable until it is started)."""
+    core = _core(config)
+    core.supervisor.server(instance_id).stop()
+    core.inventory.set_status(instance_id, "Stopped", "stopped by the operator")
+
+
+@instance_app.command("start")
+def instance_start(instance_id: str, config: ConfigOpt = None) -> None:
+    core = _core(config)
+    core.supervisor.server(instance_id).start()
+    core.inventory.set_status(instance_id, "Running")
+
+
+@instance_app.command("set")
+def instance_set(
+    instance_id: str,
+    manual_backups: Annotated[
+        bool | None, typer.Option("--manual-backups/--no-manual-backups")
+    ] = None,
+    lock_mode: Annotated[str | None, typer.Option(help="Unlock or ManualLock.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Operator switches: allow or forbid on-demand backups, lock the instance."""
+    from rdsbackup.catalog.models import Instance
+
+    core = _core(config)
+    with core.catalog.write() as s:
+        instance = s.get_one(Instance, instance_id)
+        if manual_backups is not None:
+            instance.manual_backup_enabled = manual_backups
+        if lock_mode is not None:
+            instance.lock_mode = lock_mode
+
+
+# -- backups ---------------------------------------------------------------------------------
+
+
+@backup_app.command("lock")
+def backup_lock(backup_id: int, config: ConfigOpt = None) -> None:
+    """Protect a set from DeleteBackup and retention (StoreStatus=Disabled)."""
+    _set_store_status(config, backup_id, "Disabled")
+
+
+@backup_app.command("unlock")
+def backup_unlock(backup_id: int, config: ConfigOpt = None) -> None:
+    _set_store_status(config, backup_id, "Enabled")
+
+
+def _set_store_status(config: Path | None, backup_id: int, status: str) -> None:
+    from rdsbackup.catalog.models import BackupSet
+
+    core = _core(config)
+    with core.catalog.write() as s:
+        s.get_one(BackupSet, backup_id).store_status = status
+    console.print(f"backup set {backup_id}: StoreStatus={status}")
+
+
+def main() -> None:
+    app()

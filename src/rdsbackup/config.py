@@ -1,0 +1,114 @@
+"""Settings: embedded defaults, overridden by a TOML file, overridden by RDSBACKUP_* env vars.
+
+With no file and no environment the service runs on its embedded defaults: everything
+under one state folder (SQLite catalog, local backup storage, local instances), jobs
+run in-process.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV = "RDSBACKUP_CONFIG"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RDSBACKUP_", extra="forbid")
+
+    state_dir: Path = Path(".state")
+    catalog_url: str | None = None
+    """SQLAlchemy URL; default: SQLite in the state folder. ``postgresql+psycopg://...`` works."""
+    storage_dir: Path | None = None
+    """Local folder for backup sets; default: ``<state_dir>/backups``."""
+    instances_dir: Path | None = None
+    """Where provisioned local servers live; default: ``<state_dir>/instances``."""
+    secret_key: str | None = Field(default=None, repr=False)
+    """Fernet key encrypting secrets at rest; default: generated once into the state folder."""
+
+    host: str = "127.0.0.1"
+    port: int = 8780
+    host_id: str = "rds.aliyuncs.com"
+    """``HostId`` in error bodies."""
+    region_id: str = "cn-hangzhou"
+    zone_id: str = "cn-hangzhou-h"
+
+    max_parallel_jobs: int = 2
+    job_lease_seconds: float = 30.0
+    heartbeat_seconds: float = 2.0
+    probe_interval_seconds: float = 15.0
+    janitor_interval_seconds: float = 60.0
+    node_id: str = Field(default_factory=socket.gethostname)
+
+    signature_window_seconds: int = 900
+    daily_backup_limit: int = 20
+    client_token_hours: int = 24
+    default_retention_days: int = 7
+
+    compression: str = "zstd"
+    compression_level: int = 1
+    compression_threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    backup_parallel: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_ENV)
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    @property
+    def resolved_catalog_url(self) -> str:
+        return self.catalog_url or f"sqlite:///{(self.state_dir / 'catalog.db').resolve()}"
+
+    @property
+    def resolved_storage_dir(self) -> Path:
+        return (self.storage_dir or self.state_dir / "backups").resolve()
+
+    @property
+    def resolved_instances_dir(self) -> Path:
+        return (self.instances_dir or self.state_dir / "instances").resolve()
+
+    def resolved_secret_key(self) -> bytes:
+        """The configured key, else the one kept in the state folder (created on first use)."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        path = self.state_dir / "secret.key"
+        if not path.exists():
+            from cryptography.fernet import Fernet
+
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(Fernet.generate_key())
+        return path.read_bytes().strip()
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    if config_file is not None:
+        os.environ[CONFIG_ENV] = str(config_file)
+    return Settings(**overrides)
+
+
+def new_password(length: int = 24) -> str:
+    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
+    return "".join(secrets.choice(alphabet) for _ in range(length))

@@ -1,0 +1,133 @@
+"""Physical backups of a whole PostgreSQL instance, and their restore.
+
+Backup: ``pg_basebackup -D - -Ft -X fetch`` writes one tar of the data directory to
+stdout; it is stored as the object ``base.tar``. The tar holds ``backup_label``, the
+WAL written during the backup (``pg_wal/``, fetched at its end, so the set restores on
+its own) and ``backup_manifest``: when pg_basebackup (13+) writes the tar to stdout it
+injects the manifest into it. ``-X stream`` cannot write to stdout, hence ``fetch``: the
+server must keep the backup's WAL until it ends (``max_wal_size``/``wal_keep_size``).
+Only one tablespace fits on stdout: instances with user tablespaces are refused
+(by ``check_plan``, and by pg_basebackup itself).
+
+Restore: the tar is extracted into an empty data directory (regular files and folders
+only, no absolute or ``..`` paths, ownership left to whoever starts the server), the
+stored object is read to its end so its checksum is checked, then ``pg_verifybackup``
+checks every file and the WAL against ``backup_manifest``. Starting ``postgres`` on the
+folder replays the included WAL from ``backup_label`` up to the backup's end point.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from rdsbackup.engines.base import EngineError, ObjectSink, ObjectSource, ServerAccess, ToolFailed
+from rdsbackup.engines.postgres_common import pg_binary, tool_env
+from rdsbackup.engines.tools import CHUNK, ToolProcess, tool_version
+
+BASE_TAR = "base.tar"
+MANIFEST_FILE = "backup_manifest"
+_START = re.compile(r"write-ahead log start point: (\S+) on timeline (\d+)")
+_END = re.compile(r"write-ahead log end point: (\S+)")
+_DONE = "base backup completed"
+
+
+@dataclass(frozen=True)
+class BaseBackup:
+    position: dict[str, str]
+    """start_lsn, stop_lsn, timeline."""
+    finished_at: datetime
+    tool_versions: dict[str, str]
+
+
+def basebackup_args(binary: str) -> list[str]:
+    return [
+        binary,
+        "--pgdata=-",
+        "--format=tar",
+        "--wal-method=fetch",
+        "--checkpoint=fast",
+        "--manifest-checksums=SHA256",
+        "--verbose",
+        "--no-password",
+    ]
+
+
+def base_backup(access: ServerAccess, sink: ObjectSink) -> BaseBackup:
+    """Stream the instance into ``sink`` as ``base.tar``; raise ToolFailed unless
+    pg_basebackup exited 0 and reported its WAL start and end points."""
+    binary = pg_binary("pg_basebackup")
+    with ToolProcess(basebackup_args(binary), env=tool_env(access)) as tool:
+        sink.put(BASE_TAR, tool.stdout)
+        tool.check(success_marker=_DONE)
+    finished = datetime.now(UTC)
+    return BaseBackup(
+        wal_positions(list(tool.lines)), finished, {"pg_basebackup": tool_version(binary)}
+    )
+
+
+def wal_positions(lines: list[str]) -> dict[str, str]:
+    """``start_lsn``/``timeline``/``stop_lsn`` from pg_basebackup's ``--verbose`` output."""
+    text = "\n".join(lines)
+    start, end = _START.search(text), _END.search(text)
+    if start is None or end is None:
+        raise ToolFailed("pg_basebackup did not report its write-ahead log start and end points")
+    return {"start_lsn": start[1], "stop_lsn": end[1], "timeline": start[2]}
+
+
+def restore_base(source: ObjectSource, data_dir: Path) -> None:
+    """Materialise ``base.tar`` into the empty ``data_dir`` and verify it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if any(data_dir.iterdir()):
+        raise EngineError(f"restore target {data_dir} is not empty")
+    stream = source.open(BASE_TAR)
+    try:
+        _extract(stream, data_dir)
+    finally:
+        stream.close()
+    manifest = data_dir / MANIFEST_FILE
+    if manifest.is_file():
+        _verify(data_dir)
+        manifest.unlink()
+
+
+def _extract(stream: BinaryIO, data_dir: Path) -> None:
+    """Extract the tar stream, then read the object to its end (the checksum is checked
+    there). A damaged stream is reported as the checksum error when it is one."""
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            tar.extractall(data_dir, filter=_member_filter)  # noqa: S202 (filtered)
+    except (tarfile.TarError, OSError, EOFError) as e:
+        _read_to_end(stream)
+        raise EngineError(f"{BASE_TAR} could not be extracted: {e}") from e
+    except EngineError:
+        _read_to_end(stream)
+        raise
+    _read_to_end(stream)
+
+
+def _read_to_end(stream: BinaryIO) -> None:
+    while stream.read(CHUNK):
+        pass
+
+
+def _member_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """Regular files and folders under ``dest`` only; modes kept, owners not applied."""
+    path = PurePosixPath(member.name)
+    if path.is_absolute() or ".." in path.parts:
+        raise EngineError(f"{BASE_TAR} holds an unsafe path: {member.name!r}")
+    if not (member.isfile() or member.isdir()):
+        raise EngineError(f"{BASE_TAR} holds an unsupported member type: {member.name!r}")
+    safe = tarfile.tar_filter(member, dest)
+    return safe.replace(uid=None, gid=None, uname=None, gname=None, deep=False)  # type: ignore[arg-type]
+
+
+def _verify(data_dir: Path) -> None:
+    args = [pg_binary("pg_verifybackup"), "--quiet", str(data_dir)]
+    with ToolProcess(args, stdout=subprocess.DEVNULL) as tool:
+        tool.check()

@@ -1,0 +1,213 @@
+"""Running the engines' command-line tools: argument lists only (never a shell),
+stderr kept for the error reason, process groups killed on failure, secrets passed
+in files or the environment (never on the command line)."""
+
+from __future__ import annotations
+
+import collections
+import functools
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from rdsbackup.engines.base import ToolFailed
+
+_ERROR_WORDS = ("error", "fatal", "failed", "cannot", "could not", "denied", "abort")
+CHUNK = 1 << 20
+
+
+def last_error_line(lines: Sequence[str]) -> str:
+    """The line that best says why a tool failed: the last one naming an error."""
+    clean = [ln.strip() for ln in lines if ln.strip()]
+    for line in reversed(clean):
+        if any(w in line.lower() for w in _ERROR_WORDS):
+            return line
+    return clean[-1] if clean else "no output"
+
+
+def find_binary(*names: str, extra_dirs: Sequence[Path] = ()) -> str:
+    for name in names:
+        for d in extra_dirs:
+            candidate = d / name
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return str(candidate)
+        found = shutil.which(name)
+        if found:
+            return found
+    raise ToolFailed(f"none of {', '.join(names)} is installed")
+
+
+@functools.cache
+def tool_version(binary: str) -> str:
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except OSError as e:
+        return f"unavailable: {e}"
+    text = (out.stdout or out.stderr).strip().splitlines()
+    return text[0] if text else "unknown"
+
+
+def user_kwargs(os_user: str | None) -> dict[str, Any]:
+    """Popen arguments that run a tool as ``os_user`` when the service runs as root."""
+    if not os_user or os.geteuid() != 0:
+        return {}
+    pw = pwd.getpwnam(os_user)
+    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+
+
+def chown_for(path: Path, os_user: str | None) -> None:
+    if os_user and os.geteuid() == 0:
+        pw = pwd.getpwnam(os_user)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+class ToolProcess:
+    """A running tool: own process group, stderr drained by a thread into a ring buffer."""
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        stdin: int | IO[bytes] | None = subprocess.DEVNULL,
+        stdout: int | IO[bytes] | None = subprocess.PIPE,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        os_user: str | None = None,
+        keep_lines: int = 200,
+    ) -> None:
+        self.args = list(args)
+        self.name = Path(self.args[0]).name
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "MYSQL"))}
+        full_env.update(env or {})
+        full_env.setdefault("LC_ALL", "C.UTF-8")
+        self.proc = subprocess.Popen(
+            self.args,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            env=full_env,
+            cwd=cwd,
+            start_new_session=True,
+            **user_kwargs(os_user),
+        )
+        self.lines: collections.deque[str] = collections.deque(maxlen=keep_lines)
+        self._reader = threading.Thread(target=self._drain, name=f"{self.name}-stderr", daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    @property
+    def stdout(self) -> BinaryIO:
+        assert self.proc.stdout is not None
+        return self.proc.stdout  # type: ignore[return-value]
+
+    @property
+    def stdin(self) -> BinaryIO:
+        assert self.proc.stdin is not None
+        return self.proc.stdin  # type: ignore[return-value]
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(timeout=10)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            with suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self._reader.join(timeout=10)
+
+    def check(self, timeout: float | None = None, *, success_marker: str | None = None) -> None:
+        """Wait; raise ToolFailed with the tool's own error line unless it succeeded."""
+        code = self.wait(timeout)
+        if code != 0:
+            raise ToolFailed(f"{self.name} exited with {code}: {last_error_line(list(self.lines))}")
+        if success_marker and not any(success_marker in ln for ln in list(self.lines)[-5:]):
+            raise ToolFailed(
+                f"{self.name} did not report success: {last_error_line(list(self.lines))}"
+            )
+
+    def __enter__(self) -> ToolProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None:
+            self.kill()
+        for f in (self.proc.stdin, self.proc.stdout):
+            if f is not None:
+                with suppress(OSError):
+                    f.close()
+
+
+def feed(reader: BinaryIO, tool: ToolProcess) -> None:
+    """Copy ``reader`` into the tool's stdin, then close it. A tool that stops reading
+    early is left for ``check`` to report."""
+    try:
+        while chunk := reader.read(CHUNK):
+            tool.stdin.write(chunk)
+    except BrokenPipeError:
+        pass
+    finally:
+        with suppress(BrokenPipeError):
+            tool.stdin.close()
+
+
+@contextmanager
+def private_file(content: str, *, owner: str | None = None, suffix: str = "") -> Iterator[Path]:
+    """A 0600 file holding a secret for a tool (an option file, a password file)."""
+    fd, name = tempfile.mkstemp(prefix="rdsbackup-", suffix=suffix)
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(content)
+        chown_for(path, owner)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def mysql_option_file(
+    host: str, port: int, user: str, password: str, *, owner: str | None = None
+) -> Iterator[Path]:
+    """A ``[client]`` option file for the MariaDB tools (pass as ``--defaults-extra-file``)."""
+
+    def q(v: str) -> str:
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    body = (
+        "[client]\n"
+        f"host={q(host)}\nport={port}\nuser={q(user)}\npassword={q(password)}\n"
+        "protocol=TCP\n"
+    )
+    with private_file(body, owner=owner, suffix=".cnf") as path:
+        yield path
+
+
+def pg_env(
+    host: str, port: int, user: str, password: str, dbname: str = "postgres"
+) -> dict[str, str]:
+    """libpq environment for the PostgreSQL tools; the password never reaches argv."""
+    return {
+        "PGHOST": host,
+        "PGPORT": str(port),
+        "PGUSER": user,
+        "PGPASSWORD": password,
+        "PGDATABASE": dbname,
+        "PGCONNECT_TIMEOUT": "10",
+        "PGAPPNAME": "rdsbackup",
+    }

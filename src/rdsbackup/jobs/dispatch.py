@@ -1,0 +1,29 @@
+"""Dispatchers: who runs a submitted job. In-process threads by default."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+log = logging.getLogger(__name__)
+
+
+class ThreadDispatcher:
+    """A bounded pool of threads in the service process (``max_parallel_jobs``)."""
+
+    def __init__(self, run: Callable[[int], None], max_workers: int) -> None:
+        self._run = run
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="backup-job")
+
+    def submit(self, job_id: int) -> None:
+        self._pool.submit(self._guarded, job_id)
+
+    def _guarded(self, job_id: int) -> None:
+        try:
+            self._run(job_id)
+        except Exception:
+            log.exception("job %s: runner crashed", job_id)
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)

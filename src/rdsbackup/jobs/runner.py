@@ -1,0 +1,340 @@
+"""Running one backup job through the API's phases.
+
+NoStart -> Checking (probe the server) -> Preparing (fix the plan, measure the data)
+-> Uploading (the engine's tools stream through zstd + sha256 into storage) ->
+Finished, or Failed with the reason. The set's catalog record, its objects and the
+job's Finished status are written in one transaction, after ``manifest.json`` is
+stored: a job never shows Finished unless its set is complete. A failed job removes
+what it wrote and records a Failed set that says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+
+from rdsbackup.catalog.db import Catalog
+from rdsbackup.catalog.models import (
+    JOB_PROGRESSING,
+    BackupJob,
+    BackupObject,
+    BackupSet,
+    Instance,
+)
+from rdsbackup.engines.base import (
+    BackupKind,
+    BackupMethod,
+    BackupPlan,
+    BackupResult,
+    BackupStrategy,
+    EngineError,
+)
+from rdsbackup.engines.registry import EngineRegistry
+from rdsbackup.instances.inventory import Inventory
+from rdsbackup.jobs.leases import Leases
+from rdsbackup.manifest import MANIFEST_NAME, Manifest
+from rdsbackup.service.views import join_names, split_names
+from rdsbackup.storage.base import Storage
+from rdsbackup.storage.streams import SetWriter
+from rdsbackup.timeutil import to_wire, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    compression: str = "zstd"
+    compression_level: int = 1
+    compression_threads: int = 2
+    parallel: int = 2
+    heartbeat_seconds: float = 2.0
+
+
+class JobFailed(Exception):
+    pass
+
+
+class LeaseLost(JobFailed):
+    pass
+
+
+class _Progress:
+    """Renews the lease and records bytes and Process every heartbeat."""
+
+    def __init__(self, leases: Leases, job_id: int, interval: float) -> None:
+        self.leases, self.job_id, self.interval = leases, job_id, interval
+        self.writer: SetWriter | None = None
+        self.expected = 0
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"job-{job_id}-lease", daemon=True)
+
+    def __enter__(self) -> _Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def values(self) -> dict[str, int]:
+        if self.writer is None:
+            return {}
+        done = self.writer.raw_bytes
+        process = min(99, done * 100 // self.expected) if self.expected > 0 else 0
+        return {"bytes_done": done, "process": process}
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if not self.leases.renew(self.job_id, **self.values()):
+                    self.lost.set()
+                    return
+            except Exception:
+                log.exception("job %s: renewing the lease failed", self.job_id)
+
+
+class JobRunner:
+    def __init__(
+        self,
+        catalog: Catalog,
+        inventory: Inventory,
+        engines: EngineRegistry,
+        storage: Storage,
+        leases: Leases,
+        options: RunOptions,
+    ) -> None:
+        self.catalog = catalog
+        self.inventory = inventory
+        self.engines = engines
+        self.storage = storage
+        self.leases = leases
+        self.options = options
+
+    def run(self, job_id: int) -> None:
+        if not self.leases.claim(job_id):
+            return
+        job = self._job(job_id)
+        prefix = f"{job.instance_id}/{job.id}/"
+        try:
+            with _Progress(self.leases, job_id, self.options.heartbeat_seconds) as progress:
+                self._run(job, prefix, progress)
+        except Exception as e:
+            reason = e.reason if isinstance(e, EngineError) else str(e) or type(e).__name__
+            if not isinstance(e, (EngineError, JobFailed)):
+                log.exception("job %s failed unexpectedly", job_id)
+            self.fail(job_id, prefix, reason)
+
+    def _run(self, job: BackupJob, prefix: str, progress: _Progress) -> None:
+        started = utcnow()
+        engine = self.engines.for_engine(self.inventory.engine_name(job.instance_id))
+        if self.inventory.probe(job.instance_id) is None:
+            raise JobFailed(f"the instance is not answering: {self._status_reason(job)}")
+        self._phase(job.id, "Preparing")
+        access = self.inventory.access(job.instance_id)
+        plan = self._plan(job)
+        engine.check_plan(plan, access)
+        progress.expected = engine.expected_bytes(access, plan)
+        self._phase(
+            job.id,
+            "Uploading",
+            storage_prefix=prefix,
+            kind=plan.kind.value,
+            bytes_expected=progress.expected,
+        )
+        writer = SetWriter(
+            self.storage,
+            prefix,
+            compression=self.options.compression,
+            level=self.options.compression_level,
+            threads=self.options.compression_threads,
+        )
+        progress.writer = writer
+        result = engine.backup(access, plan, writer, lambda phase: self._phase(job.id, phase))
+        if progress.lost.is_set():
+            raise LeaseLost("the job's lease was lost while it ran")
+        manifest = self._manifest(job, plan, result, writer, started)
+        data = manifest.to_json()
+        self.storage.write_bytes(prefix + MANIFEST_NAME, data)
+        self._finish(job, plan, manifest, hashlib.sha256(data).hexdigest(), result, started)
+
+    def _plan(self, job: BackupJob) -> BackupPlan:
+        return BackupPlan(
+            method=BackupMethod(job.method),
+            strategy=BackupStrategy(job.strategy),
+            kind=BackupKind(job.kind),
+            databases=tuple(split_names(job.db_names)),
+            parallel=self.options.parallel,
+        )
+
+    def _manifest(
+        self,
+        job: BackupJob,
+        plan: BackupPlan,
+        result: BackupResult,
+        writer: SetWriter,
+        started: datetime,
+    ) -> Manifest:
+        return Manifest(
+            instance_id=job.instance_id,
+            engine=self.inventory.engine_name(job.instance_id),
+            engine_version=result.engine_version,
+            method=plan.method.value,
+            kind=plan.kind.value,
+            strategy=plan.strategy.value,
+            databases=result.databases,
+            objects=sorted(writer.objects, key=lambda o: o.name),
+            started_at=to_wire(started),
+            finished_at=to_wire(utcnow()),
+            tool_versions=result.tool_versions,
+            consistent_position=result.consistent_position,
+            consistent_time=to_wire(result.consistent_time) if result.consistent_time else None,
+            extra=result.extra,
+            compression={"algorithm": writer.compression, "level": str(writer.level)},
+        )
+
+    def _finish(
+        self,
+        job: BackupJob,
+        plan: BackupPlan,
+        manifest: Manifest,
+        checksum: str,
+        result: BackupResult,
+        started: datetime,
+    ) -> None:
+        now = utcnow()
+        with self.catalog.write() as s:
+            backup = BackupSet(
+                instance_id=job.instance_id,
+                account_id=job.account_id,
+                job_id=job.id,
+                status="Success",
+                method=plan.method.value,
+                kind=plan.kind.value,
+                mode=job.job_mode,
+                initiator="User" if job.job_mode == "Manual" else "System",
+                strategy=plan.strategy.value,
+                db_names=join_names(result.databases),
+                start_time=started,
+                end_time=now,
+                size=manifest.size,
+                raw_size=sum(o.raw_size for o in manifest.objects),
+                storage_prefix=f"{job.instance_id}/{job.id}/",
+                checksum=checksum,
+                consistent_time=result.consistent_time or now,
+                consistent_position=json.dumps(result.consistent_position),
+                engine=manifest.engine,
+                engine_version=result.engine_version,
+                host_instance_id=job.instance_id,
+                retention_days=job.retention_days,
+                expire_time=_expiry(now, job.retention_days),
+                objects=[
+                    BackupObject(
+                        name=o.name,
+                        size=o.size,
+                        raw_size=o.raw_size,
+                        sha256=o.sha256,
+                        compression=o.compression,
+                    )
+                    for o in manifest.objects
+                ],
+            )
+            s.add(backup)
+            s.flush()
+            done = s.execute(
+                update(BackupJob)
+                .where(
+                    BackupJob.id == job.id,
+                    BackupJob.lease_owner == self.leases.owner,
+                    BackupJob.status.in_(JOB_PROGRESSING),
+                )
+                .values(
+                    status="Finished",
+                    progress_status="Finished",
+                    process=100,
+                    finished_at=now,
+                    backup_id=backup.id,
+                    lease_owner=None,
+                    bytes_done=backup.raw_size,
+                )
+            )
+            if done.rowcount != 1:  # type: ignore[attr-defined]
+                raise LeaseLost("the job was failed by another worker before it could finish")
+
+    def fail(self, job_id: int, prefix: str, reason: str) -> None:
+        """Record a failure: remove what was written, fail the job, keep a Failed set."""
+        log.warning("job %s failed: %s", job_id, reason)
+        try:
+            self.storage.delete_prefix(prefix)
+        except Exception:
+            log.exception("job %s: removing partial objects under %s failed", job_id, prefix)
+        record_failure(self.catalog, job_id, reason, owner=self.leases.owner)
+
+    def _phase(self, job_id: int, phase: str, **values: object) -> None:
+        if not self.leases.renew(job_id, status=phase, progress_status=phase, **values):
+            raise LeaseLost("the job's lease was lost")
+
+    def _job(self, job_id: int) -> BackupJob:
+        with self.catalog.read() as s:
+            return s.get_one(BackupJob, job_id)
+
+    def _status_reason(self, job: BackupJob) -> str:
+        with self.catalog.read() as s:
+            instance = s.get_one(Instance, job.instance_id)
+            return instance.status_reason or instance.status
+
+
+def record_failure(catalog: Catalog, job_id: int, reason: str, *, owner: str | None) -> None:
+    """Fail the job (if ``owner`` still holds it, or unconditionally when None) and add a
+    Failed backup set carrying the reason, so DescribeBackups shows it too."""
+    now = utcnow()
+    with catalog.write() as s:
+        job = s.get_one(BackupJob, job_id)
+        if owner is not None and job.lease_owner != owner:
+            return
+        if job.status in ("Finished",):
+            return
+        existing = s.scalar(select(BackupSet.id).where(BackupSet.job_id == job_id))
+        if existing is None:
+            instance = s.get_one(Instance, job.instance_id)
+            failed = BackupSet(
+                instance_id=job.instance_id,
+                account_id=job.account_id,
+                job_id=job.id,
+                status="Failed",
+                method=job.method,
+                kind=job.kind,
+                mode=job.job_mode,
+                initiator="User" if job.job_mode == "Manual" else "System",
+                strategy=job.strategy,
+                db_names=job.db_names,
+                start_time=job.started_at or job.created_at,
+                end_time=now,
+                size=0,
+                engine=instance.engine,
+                engine_version=instance.engine_version,
+                host_instance_id=job.instance_id,
+                is_avail=False,
+                meta_status="EMPTY",
+                failed_reason=reason,
+                retention_days=job.retention_days,
+                expire_time=_expiry(now, job.retention_days),
+            )
+            s.add(failed)
+            s.flush()
+            existing = failed.id
+        job.status = job.progress_status = "Failed"
+        job.failed_reason = job.failed_reason or reason
+        job.finished_at = job.finished_at or now
+        job.lease_owner = None
+        job.backup_id = existing
+
+
+def _expiry(start: datetime, days: int | None) -> datetime | None:
+    return None if days is None or days < 0 else start + timedelta(days=days)

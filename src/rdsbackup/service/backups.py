@@ -1,0 +1,325 @@
+"""Backup rules: creating jobs (with the seed document's preconditions), listing jobs and
+sets, deleting sets.
+
+The preconditions hold under concurrency because the database enforces them: the
+partial unique index ``uq_backup_jobs_one_unfinished`` admits one unfinished job per
+instance, the instance row is locked (PostgreSQL ``FOR UPDATE``; SQLite takes its
+write lock at ``BEGIN IMMEDIATE``) while the day's jobs are counted, and
+``uq_backup_jobs_client_token`` makes a ClientToken create at most one job.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from rdsbackup.catalog.db import Catalog
+from rdsbackup.catalog.models import (
+    JOB_PROGRESSING,
+    JOB_UNFINISHED,
+    BackupJob,
+    BackupObject,
+    BackupSet,
+    Instance,
+)
+from rdsbackup.engines.base import BackupKind, BackupMethod, BackupPlan, BackupStrategy
+from rdsbackup.engines.base import UnsupportedPlan as EngineRefused
+from rdsbackup.service import errors
+from rdsbackup.service.auth import Principal
+from rdsbackup.service.instances import InstanceService
+from rdsbackup.service.views import BackupView, JobView, Page, join_names
+from rdsbackup.storage.base import Storage
+from rdsbackup.timeutil import utc_day, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher(Protocol):
+    def submit(self, job_id: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class BackupPolicy:
+    daily_limit: int = 20
+    client_token_hours: int = 24
+    default_retention_days: int = 7
+
+
+@dataclass(frozen=True)
+class CreateBackupRequest:
+    instance_id: str
+    method: str = "Physical"
+    backup_type: str = "Auto"
+    strategy: str | None = None
+    db_names: tuple[str, ...] = ()
+    retention_days: int | None = None
+    resource_group_id: str | None = None
+    client_token: str | None = None
+    job_mode: str = "Manual"
+
+
+@dataclass(frozen=True)
+class BackupFilter:
+    backup_id: int | None = None
+    status: str | None = None
+    mode: str | None = None
+    kind: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+class BackupService:
+    def __init__(
+        self,
+        catalog: Catalog,
+        instances: InstanceService,
+        dispatcher: Dispatcher,
+        storage: Storage,
+        policy: BackupPolicy,
+    ) -> None:
+        self.catalog = catalog
+        self.instances = instances
+        self.dispatcher = dispatcher
+        self.storage = storage
+        self.policy = policy
+
+    # -- CreateBackup -------------------------------------------------------------------
+
+    def create_backup(self, who: Principal, req: CreateBackupRequest) -> int:
+        if req.client_token and (job_id := self._job_for_token(who, req.client_token)):
+            return job_id
+        plan = self._plan(who, req)
+        try:
+            job_id = self._insert_job(who, req, plan)
+        except (IntegrityError, errors.BackupJobExists):
+            # A concurrent request won the race the unique indexes referee; with the same
+            # ClientToken it was this very request, retried.
+            if req.client_token and (job_id := self._job_for_token(who, req.client_token)):
+                return job_id
+            raise errors.BackupJobExists() from None
+        self.dispatcher.submit(job_id)
+        return job_id
+
+    def _plan(self, who: Principal, req: CreateBackupRequest) -> BackupPlan:
+        strategy = req.strategy or ("db" if req.db_names else "instance")
+        if strategy == "db" and not req.db_names:
+            raise errors.InvalidValue("DBName", "DBName is required with BackupStrategy=db.")
+        if strategy == "instance" and req.db_names:
+            raise errors.InvalidValue("DBName", "DBName applies only with BackupStrategy=db.")
+        instance = self.instances.get(who, req.instance_id)
+        if req.resource_group_id and req.resource_group_id != instance.resource_group_id:
+            raise errors.InstanceNotFound()
+        kind = BackupKind.INCREMENTAL if req.backup_type == "IncrementalBackup" else BackupKind.FULL
+        plan = BackupPlan(
+            method=BackupMethod(req.method),
+            strategy=BackupStrategy(strategy),
+            kind=kind,
+            databases=req.db_names,
+        )
+        try:
+            self.instances.check_plan(instance.id, plan)
+        except EngineRefused as e:
+            raise _refusal(e) from None
+        if req.db_names:
+            self.instances.require_databases(instance.id, list(req.db_names))
+        return plan
+
+    def _insert_job(self, who: Principal, req: CreateBackupRequest, plan: BackupPlan) -> int:
+        now = utcnow()
+        with self.catalog.write() as s:
+            instance = self._lock_instance(s, who, req.instance_id)
+            self._check_instance(instance)
+            active = s.scalar(
+                select(BackupJob.id).where(
+                    BackupJob.instance_id == instance.id, BackupJob.status.in_(JOB_UNFINISHED)
+                )
+            )
+            if active is not None:
+                raise errors.BackupJobExists()
+            today = s.scalar(
+                select(func.count(BackupJob.id)).where(
+                    BackupJob.instance_id == instance.id,
+                    BackupJob.created_day == utc_day(now),
+                    BackupJob.status != "Failed",
+                )
+            )
+            if (today or 0) >= self.policy.daily_limit:
+                raise errors.BackupQuotaExceeded()
+            if req.client_token:
+                self._release_old_token(s, who, req.client_token, now)
+            job = BackupJob(
+                instance_id=instance.id,
+                account_id=who.account_id,
+                status="NoStart",
+                progress_status="NoStart",
+                process=0,
+                job_mode=req.job_mode,
+                task_action="TempBackupTask" if req.job_mode == "Manual" else "NormalBackupTask",
+                method=plan.method.value,
+                requested_type=req.backup_type,
+                kind=plan.kind.value,
+                strategy=plan.strategy.value,
+                db_names=join_names(list(plan.databases)),
+                retention_days=req.retention_days or self.policy.default_retention_days,
+                client_token=req.client_token,
+                created_at=now,
+                created_day=utc_day(now),
+            )
+            s.add(job)
+            s.flush()
+            return job.id
+
+    def _lock_instance(self, s: Session, who: Principal, instance_id: str) -> Instance:
+        query = select(Instance).where(
+            Instance.id == instance_id, Instance.account_id == who.account_id
+        )
+        if not self.catalog.is_sqlite:
+            query = query.with_for_update()
+        instance = s.scalar(query)
+        if instance is None:
+            raise errors.InstanceNotFound()
+        return instance
+
+    @staticmethod
+    def _check_instance(instance: Instance) -> None:
+        if instance.status != "Running" or instance.lock_mode != "Unlock":
+            raise errors.IncorrectInstanceState(instance.status_reason)
+        if not instance.manual_backup_enabled:
+            raise errors.OperationDenied("on-demand backups are disabled for this instance")
+        if instance.read_only:
+            raise errors.OperationDenied("the instance is read-only")
+
+    def _job_for_token(self, who: Principal, token: str) -> int | None:
+        since = utcnow() - timedelta(hours=self.policy.client_token_hours)
+        with self.catalog.read() as s:
+            return s.scalar(
+                select(BackupJob.id).where(
+                    BackupJob.account_id == who.account_id,
+                    BackupJob.client_token == token,
+                    BackupJob.created_at >= since,
+                )
+            )
+
+    def _release_old_token(self, s: Session, who: Principal, token: str, now: datetime) -> None:
+        """A token older than the idempotence window may be used again."""
+        s.execute(
+            update(BackupJob)
+            .where(
+                BackupJob.account_id == who.account_id,
+                BackupJob.client_token == token,
+                BackupJob.created_at < now - timedelta(hours=self.policy.client_token_hours),
+            )
+            .values(client_token=None)
+        )
+
+    # -- DescribeBackupTasks ---------------------------------------------------------------
+
+    def describe_jobs(
+        self,
+        who: Principal,
+        instance_id: str,
+        *,
+        job_id: int | None = None,
+        job_status: str | None = None,
+        mode: str | None = None,
+    ) -> list[JobView]:
+        self.instances.get(who, instance_id)
+        query = select(BackupJob).where(
+            BackupJob.instance_id == instance_id, BackupJob.account_id == who.account_id
+        )
+        if job_id is not None:
+            query = query.where(BackupJob.id == job_id)
+        else:
+            wanted = {"NoStart": ("NoStart",), "Progressing": JOB_PROGRESSING}.get(
+                job_status or "", JOB_UNFINISHED
+            )
+            query = query.where(BackupJob.status.in_(wanted))
+        if mode:
+            query = query.where(BackupJob.job_mode == mode)
+        with self.catalog.read() as s:
+            return [JobView.of(j) for j in s.scalars(query.order_by(BackupJob.id))]
+
+    # -- DescribeBackups -----------------------------------------------------------------
+
+    def describe_backups(
+        self, who: Principal, instance_id: str, filters: BackupFilter, page: int, size: int
+    ) -> Page[BackupView]:
+        self.instances.get(who, instance_id)
+        query = select(BackupSet).where(
+            BackupSet.instance_id == instance_id, BackupSet.account_id == who.account_id
+        )
+        if filters.backup_id is not None:
+            query = query.where(BackupSet.id == filters.backup_id)
+        if filters.status:
+            query = query.where(BackupSet.status == filters.status)
+        if filters.mode:
+            query = query.where(BackupSet.mode == filters.mode)
+        if filters.kind:
+            query = query.where(BackupSet.kind == filters.kind)
+        if filters.start:
+            query = query.where(BackupSet.start_time >= filters.start)
+        if filters.end:
+            query = query.where(BackupSet.start_time <= filters.end)
+        with self.catalog.read() as s:
+            total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = s.scalars(
+                query.order_by(BackupSet.start_time.desc(), BackupSet.id.desc())
+                .offset((page - 1) * size)
+                .limit(size)
+            )
+            return Page([BackupView.of(b) for b in rows], total, page, size)
+
+    # -- DeleteBackup --------------------------------------------------------------------
+
+    def delete_backups(self, who: Principal, instance_id: str, backup_ids: list[int]) -> None:
+        """All or nothing: every named set must exist, be deletable, and take its
+        dependants (incrementals built on it) along in the same call."""
+        self.instances.get(who, instance_id)
+        with self.catalog.write() as s:
+            sets = list(
+                s.scalars(
+                    select(BackupSet).where(
+                        BackupSet.id.in_(backup_ids),
+                        BackupSet.instance_id == instance_id,
+                        BackupSet.account_id == who.account_id,
+                    )
+                )
+            )
+            found = {b.id for b in sets}
+            if missing := [i for i in backup_ids if i not in found]:
+                raise errors.BackupNotFound(f"BackupId {missing[0]}")
+            if locked := [b.id for b in sets if b.store_status != "Enabled"]:
+                raise errors.BackupLocked(f"BackupId {locked[0]} has StoreStatus Disabled")
+            dependants = s.scalars(
+                select(BackupSet.id).where(
+                    BackupSet.parent_id.in_(found), BackupSet.id.not_in(found)
+                )
+            ).all()
+            if dependants:
+                raise errors.BackupLocked(
+                    f"backup sets {', '.join(map(str, dependants))} depend on this set; "
+                    "delete them in the same call"
+                )
+            prefixes = [b.storage_prefix for b in sets if b.storage_prefix]
+            for backup_id in sorted(found, reverse=True):  # incrementals before their parents
+                s.execute(delete(BackupObject).where(BackupObject.backup_id == backup_id))
+                s.execute(delete(BackupSet).where(BackupSet.id == backup_id))
+        for prefix in prefixes:
+            try:
+                self.storage.delete_prefix(prefix)
+            except Exception:
+                log.exception("deleting stored objects under %s failed", prefix)
+
+
+def _refusal(e: EngineRefused) -> errors.ServiceError:
+    if e.what == "method":
+        return errors.UnsupportedBackupMethod(e.reason)
+    if e.what == "kind":
+        return errors.UnsupportedBackupType(e.reason)
+    return errors.UnsupportedBackupStrategy(e.reason)

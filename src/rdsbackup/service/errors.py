@@ -1,0 +1,67 @@
+"""Domain errors: what went wrong in the service's own words. The API layer maps each
+class to its Alibaba code, HTTP status and message (``api/errors.py``)."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or type(self).__name__)
+        self.detail = detail
+
+
+class InvalidValue(ServiceError):
+    """A parameter value is out of its set or malformed."""
+
+    def __init__(self, param: str, detail: str = "") -> None:
+        super().__init__(detail)
+        self.param = param
+
+
+class UnsupportedBackupMethod(InvalidValue):
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("BackupMethod", detail)
+
+
+class UnsupportedBackupType(InvalidValue):
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("BackupType", detail)
+
+
+class UnsupportedBackupStrategy(InvalidValue):
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("BackupStrategy", detail)
+
+
+class InstanceNotFound(ServiceError):
+    pass
+
+
+class IncorrectInstanceState(ServiceError):
+    pass
+
+
+class BackupJobExists(ServiceError):
+    pass
+
+
+class BackupQuotaExceeded(ServiceError):
+    pass
+
+
+class DatabaseNotFound(ServiceError):
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(", ".join(names))
+        self.names = names
+
+
+class OperationDenied(ServiceError):
+    pass
+
+
+class BackupNotFound(ServiceError):
+    pass
+
+
+class BackupLocked(ServiceError):
+    """The set's StoreStatus is Disabled: it may not be deleted."""

@@ -1,0 +1,93 @@
+"""Instance rules as the API sees them: every lookup is scoped to the caller's account."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from rdsbackup.catalog.db import Catalog
+from rdsbackup.catalog.models import Database, Instance
+from rdsbackup.engines.base import BackupPlan
+from rdsbackup.instances.inventory import Inventory
+from rdsbackup.service import errors
+from rdsbackup.service.auth import Principal
+from rdsbackup.service.views import DatabaseView, InstanceView, Page
+
+
+@dataclass(frozen=True)
+class InstanceFilter:
+    instance_ids: tuple[str, ...] = ()
+    engine: str | None = None
+    status: str | None = None
+    resource_group_id: str | None = None
+
+
+class InstanceService:
+    def __init__(self, catalog: Catalog, inventory: Inventory) -> None:
+        self.catalog = catalog
+        self.inventory = inventory
+
+    def get(self, who: Principal, instance_id: str) -> InstanceView:
+        with self.catalog.read() as s:
+            instance = s.scalar(
+                select(Instance).where(
+                    Instance.id == instance_id, Instance.account_id == who.account_id
+                )
+            )
+            if instance is None:
+                raise errors.InstanceNotFound()
+            return InstanceView.of(instance, _databases(s, instance.id))
+
+    def find(
+        self, who: Principal, filters: InstanceFilter, page: int, size: int
+    ) -> Page[InstanceView]:
+        query = select(Instance).where(Instance.account_id == who.account_id)
+        if filters.instance_ids:
+            query = query.where(Instance.id.in_(filters.instance_ids))
+        if filters.engine:
+            query = query.where(Instance.engine == filters.engine)
+        if filters.status:
+            query = query.where(Instance.status == filters.status)
+        if filters.resource_group_id:
+            query = query.where(Instance.resource_group_id == filters.resource_group_id)
+        with self.catalog.read() as s:
+            total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = s.scalars(
+                query.order_by(Instance.created_at, Instance.id)
+                .offset((page - 1) * size)
+                .limit(size)
+            )
+            return Page([InstanceView.of(i) for i in rows], total, page, size)
+
+    def databases(
+        self, who: Principal, instance_id: str, name: str | None = None
+    ) -> list[DatabaseView]:
+        self.get(who, instance_id)
+        if name and name not in self.inventory.database_names(instance_id):
+            self.inventory.probe(instance_id)
+        with self.catalog.read() as s:
+            return [d for d in _databases(s, instance_id) if name is None or d.name == name]
+
+    def check_plan(self, instance_id: str, plan: BackupPlan) -> None:
+        engine = self.inventory.engines.for_engine(self.inventory.engine_name(instance_id))
+        engine.check_plan(plan, self.inventory.access(instance_id))
+
+    def require_databases(self, instance_id: str, names: list[str]) -> None:
+        """Every name must be a database of the instance; asks the server when the
+        catalog does not know a name yet (it may have been created since the last probe)."""
+        known = self.inventory.database_names(instance_id)
+        if not set(names) <= known:
+            info = self.inventory.probe(instance_id)
+            if info is not None:
+                known = {d.name for d in info.databases}
+        if missing := [n for n in names if n not in known]:
+            raise errors.DatabaseNotFound(missing)
+
+
+def _databases(s: Session, instance_id: str) -> list[DatabaseView]:
+    rows = s.scalars(
+        select(Database).where(Database.instance_id == instance_id).order_by(Database.name)
+    )
+    return [DatabaseView.of(d) for d in rows]

@@ -1,0 +1,111 @@
+"""The catalog on SQLite and PostgreSQL: migrations, constraints, secrets at rest."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from cryptography.fernet import Fernet
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from rdsbackup.catalog.db import Catalog
+from rdsbackup.catalog.models import AccessKey, BackupJob, Base, Instance
+from rdsbackup.catalog.secrets import SecretBox
+from rdsbackup.engines.registry import EngineRegistry
+from rdsbackup.instances.inventory import Inventory, Registration
+from rdsbackup.service.auth import AccountAdmin, KeyStore
+from rdsbackup.timeutil import utc_day, utcnow
+
+
+def test_migrations_build_exactly_the_models(catalog: Catalog) -> None:
+    with catalog.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def _instance(catalog: Catalog, box: SecretBox) -> tuple[int, str]:
+    account_id = AccountAdmin(catalog, box).ensure_account("a1")
+    inventory = Inventory(catalog, box, EngineRegistry({}))
+    instance_id = inventory.register(
+        Registration(
+            account_id=account_id,
+            engine="MariaDB",
+            host="127.0.0.1",
+            port=1,
+            admin_user="u",
+            admin_password="db-password-in-clear",
+        )
+    )
+    return account_id, instance_id
+
+
+def _job(account_id: int, instance_id: str, status: str, token: str | None = None) -> BackupJob:
+    now = utcnow()
+    return BackupJob(
+        instance_id=instance_id,
+        account_id=account_id,
+        status=status,
+        method="Physical",
+        requested_type="Auto",
+        client_token=token,
+        created_at=now,
+        created_day=utc_day(now),
+    )
+
+
+def test_one_unfinished_job_per_instance_is_enforced_by_the_database(catalog: Catalog) -> None:
+    box = SecretBox(Fernet.generate_key())
+    account_id, instance_id = _instance(catalog, box)
+    with catalog.write() as s:
+        s.add_all(
+            [
+                _job(account_id, instance_id, "Finished"),
+                _job(account_id, instance_id, "Failed"),
+                _job(account_id, instance_id, "Uploading"),
+            ]
+        )
+    with pytest.raises(IntegrityError), catalog.write() as s:
+        s.add(_job(account_id, instance_id, "NoStart"))
+    with catalog.write() as s:
+        s.scalars(
+            select(BackupJob).where(BackupJob.status == "Uploading")
+        ).one().status = "Finished"
+    with catalog.write() as s:
+        s.add(_job(account_id, instance_id, "NoStart"))
+
+
+def test_client_token_is_unique_per_account(catalog: Catalog) -> None:
+    box = SecretBox(Fernet.generate_key())
+    account_id, instance_id = _instance(catalog, box)
+    with catalog.write() as s:
+        s.add(_job(account_id, instance_id, "Finished", token="tok"))
+    with pytest.raises(IntegrityError), catalog.write() as s:
+        s.add(_job(account_id, instance_id, "Finished", token="tok"))
+
+
+def test_secrets_are_encrypted_at_rest(catalog: Catalog) -> None:
+    box = SecretBox(Fernet.generate_key())
+    _instance(catalog, box)
+    key_id, secret = AccountAdmin(catalog, box).create_key("a1")
+    with catalog.read() as s:
+        stored_key = s.scalars(select(AccessKey)).one()
+        stored_instance = s.scalars(select(Instance)).one()
+    assert secret.encode() not in stored_key.secret_ciphertext
+    assert b"db-password-in-clear" not in stored_instance.password_ciphertext
+    record = KeyStore(catalog, box).lookup(key_id)
+    assert record is not None and record.secret == secret and record.active
+    with pytest.raises(ValueError, match="secret_key"):
+        KeyStore(catalog, SecretBox(Fernet.generate_key())).lookup(key_id)
+
+
+def test_nonces_are_single_use_until_they_expire(catalog: Catalog) -> None:
+    keys = KeyStore(catalog, SecretBox(Fernet.generate_key()))
+    later = utcnow() + timedelta(minutes=15)
+    assert keys.use_nonce("AK", "n1", later)
+    assert not keys.use_nonce("AK", "n1", later)
+    assert keys.use_nonce("AK2", "n1", later)
+    assert keys.purge_nonces(utcnow() + timedelta(minutes=16)) == 2
+    assert keys.use_nonce("AK", "n1", later)

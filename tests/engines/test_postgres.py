@@ -1,0 +1,699 @@
+"""The PostgreSQL engine against real servers: backups are taken from the ``postgres``
+fixture (or a server of their own), stored in a LocalStorage, checked object by object
+and restored into fresh servers, whose tables must match the source's."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import signal
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from rdsbackup.engines import postgres_logical, postgres_physical
+from rdsbackup.engines.base import (
+    BackupKind,
+    BackupMethod,
+    BackupPlan,
+    BackupResult,
+    BackupStrategy,
+    EngineError,
+    ServerAccess,
+    ServerUnavailable,
+    ToolFailed,
+    UnsupportedPlan,
+)
+from rdsbackup.engines.postgres import PostgresEngine
+from rdsbackup.instances.sample_data import load_sample
+from rdsbackup.instances.servers import LocalServer
+from rdsbackup.manifest import Manifest, StoredObject
+from rdsbackup.storage.base import StorageError
+from rdsbackup.storage.local import LocalStorage
+from rdsbackup.storage.streams import ChecksumMismatch, SetReader, SetWriter
+from tests.fixtures.dataset import fingerprint, write_load
+from tests.fixtures.servers import ServerFactory
+
+ENGINE = PostgresEngine()
+PG = "PostgreSQL"
+SAMPLE = ("analytics", "shop")
+PHYSICAL = BackupPlan(BackupMethod.PHYSICAL)
+LOGICAL = BackupPlan(BackupMethod.LOGICAL)
+WEIRD_DB = "we'ird db=x \\ ü\"%"
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+class Backup:
+    """One backup set taken into ``storage`` under ``prefix``."""
+
+    def __init__(self, storage: LocalStorage, prefix: str, plan: BackupPlan) -> None:
+        self.storage = storage
+        self.prefix = prefix
+        self.plan = plan
+        self.phases: list[str] = []
+        self.writer = SetWriter(storage, prefix)
+        self.result: BackupResult | None = None
+
+    def run(self, access: ServerAccess) -> Backup:
+        self.result = ENGINE.backup(access, self.plan, self.writer, self.phases.append)
+        return self
+
+    @property
+    def manifest(self) -> Manifest:
+        assert self.result is not None
+        r = self.result
+        return Manifest(
+            instance_id="i-test",
+            engine=PG,
+            engine_version=r.engine_version,
+            method=self.plan.method,
+            kind=self.plan.kind,
+            strategy=self.plan.strategy,
+            databases=r.databases,
+            objects=list(self.writer.objects),
+            started_at="",
+            finished_at="",
+            tool_versions=r.tool_versions,
+            consistent_position=r.consistent_position,
+            extra=r.extra,
+        )
+
+    def reader(self) -> SetReader:
+        return SetReader(self.storage, self.prefix, self.manifest)
+
+    def names(self) -> set[str]:
+        return {o.name for o in self.writer.objects}
+
+
+def take(tmp_path: Path, access: ServerAccess, plan: BackupPlan, name: str = "set") -> Backup:
+    backup = Backup(LocalStorage(tmp_path / "storage"), name, plan).run(access)
+    backup.reader().verify_all()
+    return backup
+
+
+def restore_physical(backup: Backup, server_factory: ServerFactory) -> LocalServer:
+    target = server_factory(PG, initialize=False)
+    ENGINE.restore_physical(backup.manifest, backup.reader(), target.data_dir, [])
+    target.start()
+    return target
+
+
+def restore_logical(
+    backup: Backup,
+    server_factory: ServerFactory,
+    databases: tuple[str, ...] = (),
+    admin_password: str | None = None,
+) -> LocalServer:
+    if admin_password is None:
+        target = server_factory(PG, initialize=True)
+    else:
+        target = server_factory(PG, initialize=True, admin_password=admin_password)
+    target.start()
+    ENGINE.restore_logical(backup.manifest, backup.reader(), target.access(), databases)
+    return target
+
+
+def user_databases(access: ServerAccess) -> set[str]:
+    return {d.name for d in ENGINE.probe(access).databases}
+
+
+def with_password(access: ServerAccess, password: str) -> ServerAccess:
+    return ServerAccess(
+        access.host, access.port, access.user, password, access.data_dir, access.os_user
+    )
+
+
+def connect(access: ServerAccess, dbname: str = "postgres") -> psycopg.Connection[Any]:
+    return psycopg.connect(
+        host=access.host,
+        port=access.port,
+        user=access.user,
+        password=access.password,
+        dbname=dbname,
+        autocommit=True,
+    )
+
+
+def query(access: ServerAccess, text: str, dbname: str = "postgres") -> list[tuple[Any, ...]]:
+    with connect(access, dbname) as conn:
+        return conn.execute(text.encode()).fetchall()
+
+
+def flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def child_pids(name: str) -> list[int]:
+    """Our own child processes running ``name``."""
+    me, found = str(os.getpid()), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        if stat[1] == me and Path(cmd.decode()).name == name:
+            found.append(int(entry.name))
+    return found
+
+
+class KillingSink:
+    """A sink that kills the running ``tool`` once ``after`` bytes of a stream have
+    arrived, then reads the stream to its end like any sink would."""
+
+    def __init__(self, inner: SetWriter, tool: str, after: int) -> None:
+        self.inner = inner
+        self.tool = tool
+        self.after = after
+        self.killed: list[int] = []
+
+    def put(self, name: str, stream: BinaryIO) -> StoredObject:
+        head = stream.read(self.after)
+        if len(head) == self.after:
+            for pid in child_pids(self.tool):
+                os.kill(pid, signal.SIGKILL)
+                self.killed.append(pid)
+        rest = stream.read()
+        return self.inner.put(name, io.BytesIO(head + rest))
+
+
+# -- probe and plans -------------------------------------------------------------------
+
+
+def test_probe_reads_version_databases_and_size(postgres: LocalServer) -> None:
+    info = ENGINE.probe(postgres.access())
+    assert info.version == postgres.version()
+    by_name = {d.name: d for d in info.databases}
+    assert set(by_name) == set(SAMPLE)
+    assert by_name["shop"].character_set == "UTF8"
+    assert by_name["shop"].collation == "C.UTF-8"
+    assert info.data_bytes > 1_000_000
+    assert info.read_only is False
+
+
+def test_probe_wrong_password_names_the_reason(postgres: LocalServer) -> None:
+    with pytest.raises(ServerUnavailable, match="password authentication failed"):
+        ENGINE.probe(with_password(postgres.access(), "wrong"))
+
+
+def test_probe_unreachable_server() -> None:
+    with pytest.raises(ServerUnavailable, match="refused"):
+        ENGINE.probe(ServerAccess("127.0.0.1", 1, "nobody", "x"))
+
+
+@pytest.mark.parametrize(
+    ("plan", "what"),
+    [
+        (BackupPlan(BackupMethod.SNAPSHOT), "method"),
+        (BackupPlan(BackupMethod.PHYSICAL, kind=BackupKind.INCREMENTAL), "kind"),
+        (BackupPlan(BackupMethod.LOGICAL, kind=BackupKind.INCREMENTAL), "kind"),
+        (BackupPlan(BackupMethod.PHYSICAL, BackupStrategy.DB, databases=("shop",)), "strategy"),
+        (BackupPlan(BackupMethod.LOGICAL, BackupStrategy.DB), "strategy"),
+    ],
+)
+def test_check_plan_refuses_without_asking_the_server(plan: BackupPlan, what: str) -> None:
+    with pytest.raises(UnsupportedPlan) as caught:
+        ENGINE.check_plan(plan, ServerAccess("127.0.0.1", 1, "u", "p"))
+    assert caught.value.what == what
+    assert caught.value.reason
+
+
+def test_backup_db_strategy_on_physical_names_the_alternative(
+    tmp_path: Path, postgres: LocalServer
+) -> None:
+    plan = BackupPlan(BackupMethod.PHYSICAL, BackupStrategy.DB, databases=("shop",))
+    sink = SetWriter(LocalStorage(tmp_path), "set")
+    with pytest.raises(UnsupportedPlan, match="BackupMethod=Logical") as caught:
+        ENGINE.backup(postgres.access(), plan, sink, lambda _: None)
+    assert caught.value.what == "strategy"
+
+
+def test_check_plan_against_the_server(postgres: LocalServer) -> None:
+    access = postgres.access()
+    ENGINE.check_plan(PHYSICAL, access)
+    ENGINE.check_plan(LOGICAL, access)
+    ENGINE.check_plan(
+        BackupPlan(BackupMethod.LOGICAL, BackupStrategy.DB, databases=("shop",)), access
+    )
+    with pytest.raises(UnsupportedPlan, match="nope") as caught:
+        ENGINE.check_plan(
+            BackupPlan(BackupMethod.LOGICAL, BackupStrategy.DB, databases=("nope",)), access
+        )
+    assert caught.value.what == "strategy"
+
+
+def test_physical_refuses_user_tablespaces(server_factory: ServerFactory) -> None:
+    server = server_factory(PG)
+    server.start()
+    location = server.base_dir / "ts"
+    location.mkdir()
+    os.chown(location, server.data_dir.stat().st_uid, server.data_dir.stat().st_gid)
+    with connect(server.access()) as conn:
+        conn.execute(f"CREATE TABLESPACE extra LOCATION '{location}'".encode())
+    with pytest.raises(UnsupportedPlan, match=r"tablespaces.*extra") as caught:
+        ENGINE.check_plan(PHYSICAL, server.access())
+    assert caught.value.what == "method"
+    ENGINE.check_plan(LOGICAL, server.access())
+
+
+def test_expected_bytes(postgres: LocalServer) -> None:
+    access = postgres.access()
+    physical = ENGINE.expected_bytes(access, PHYSICAL)
+    logical = ENGINE.expected_bytes(access, LOGICAL)
+    shop = ENGINE.expected_bytes(
+        access, BackupPlan(BackupMethod.LOGICAL, BackupStrategy.DB, databases=("shop",))
+    )
+    assert physical > logical > shop > 1_000_000
+
+
+# -- physical --------------------------------------------------------------------------
+
+
+def test_physical_backup_restores_every_table(
+    tmp_path: Path, postgres: LocalServer, server_factory: ServerFactory
+) -> None:
+    source = postgres.access()
+    before = fingerprint(PG, source)
+    assert len(before) == 12
+    started = datetime.now(UTC)
+    backup = take(tmp_path, source, PHYSICAL)
+    result = backup.result
+    assert result is not None
+    assert backup.names() == {"base.tar.zst"}
+    assert result.engine_version == postgres.version()
+    assert result.databases == sorted(SAMPLE)
+    position = result.consistent_position
+    assert set(position) == {"start_lsn", "stop_lsn", "timeline"}
+    assert lsn(position["start_lsn"]) < lsn(position["stop_lsn"])
+    assert position["timeline"] == "1"
+    assert result.consistent_time is not None
+    assert started <= result.consistent_time <= datetime.now(UTC)
+    assert result.tool_versions["pg_basebackup"].startswith("pg_basebackup (PostgreSQL)")
+    assert backup.phases == ["Preparing", "Uploading"]
+    raw = backup.manifest.object("base.tar.zst").raw_size
+    assert raw > ENGINE.expected_bytes(source, PHYSICAL)
+
+    target = restore_physical(backup, server_factory)
+    assert fingerprint(PG, target.access()) == before
+    assert user_databases(target.access()) == set(SAMPLE)
+    assert not (target.data_dir / "backup_manifest").exists()
+
+
+def lsn(text: str) -> int:
+    high, low = text.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def test_physical_restore_refuses_a_chain_and_a_logical_set(
+    tmp_path: Path, postgres: LocalServer
+) -> None:
+    backup = take(tmp_path, postgres.access(), PHYSICAL)
+    with pytest.raises(EngineError, match="incremental"):
+        ENGINE.restore_physical(backup.manifest, backup.reader(), tmp_path / "d", [backup.manifest])
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "PG_VERSION").write_text("15\n")
+    with pytest.raises(EngineError, match="not empty"):
+        ENGINE.restore_physical(backup.manifest, backup.reader(), tmp_path / "full", [])
+
+
+def test_physical_corrupt_object_fails_restore(
+    tmp_path: Path, postgres: LocalServer, server_factory: ServerFactory
+) -> None:
+    backup = take(tmp_path, postgres.access(), PHYSICAL)
+    flip_byte(backup.storage.path("set/base.tar.zst"))
+    with pytest.raises(ChecksumMismatch, match=r"base\.tar"):
+        backup.reader().verify_all()
+    target = server_factory(PG, initialize=False)
+    with pytest.raises(ChecksumMismatch, match=r"base\.tar"):
+        ENGINE.restore_physical(backup.manifest, backup.reader(), target.data_dir, [])
+
+
+def test_physical_restore_refuses_unsafe_tar_members(tmp_path: Path) -> None:
+    for member in ("../escaped", "/etc/escaped"):
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            info = tarfile.TarInfo(member)
+            info.size = 2
+            tar.addfile(info, io.BytesIO(b"hi"))
+        storage = LocalStorage(tmp_path / "storage")
+        writer = SetWriter(storage, member.strip("/."))
+        writer.put_bytes("base.tar", buffer.getvalue())
+        manifest = Manifest(
+            "i", PG, "15", "Physical", "FullBackup", "instance", [], writer.objects, "", ""
+        )
+        target = tmp_path / f"data-{member.strip('/.')}"
+        with pytest.raises(EngineError, match="unsafe path"):
+            ENGINE.restore_physical(
+                manifest, SetReader(storage, writer.prefix, manifest), target, []
+            )
+    assert not (tmp_path / "escaped").exists()
+
+
+def test_physical_wrong_password_names_the_reason(tmp_path: Path, postgres: LocalServer) -> None:
+    access = with_password(postgres.access(), "wrong")
+    sink = SetWriter(LocalStorage(tmp_path), "set")
+    with pytest.raises(ServerUnavailable, match="password authentication failed"):
+        ENGINE.backup(access, PHYSICAL, sink, lambda _: None)
+    # the tool itself, without the engine's connection in front of it
+    with pytest.raises(
+        ToolFailed, match=r"^pg_basebackup exited with 1: .*password authentication failed"
+    ):
+        postgres_physical.base_backup(access, sink)
+
+
+def test_physical_killed_tool_is_a_failure(tmp_path: Path, postgres: LocalServer) -> None:
+    sink = KillingSink(SetWriter(LocalStorage(tmp_path), "set"), "pg_basebackup", 1 << 20)
+    with pytest.raises(ToolFailed, match="pg_basebackup exited with -9"):
+        ENGINE.backup(postgres.access(), PHYSICAL, sink, lambda _: None)
+    assert sink.killed
+
+
+class BrokenSink:
+    """A sink whose storage fails after a little of a stream was read."""
+
+    def put(self, name: str, stream: BinaryIO) -> StoredObject:
+        stream.read(4096)
+        if name == "globals.sql":
+            return StoredObject(name, 0, 0, "")
+        raise StorageError(f"disk full while writing {name}")
+
+
+@pytest.mark.parametrize(
+    ("method", "tool"),
+    [(BackupMethod.PHYSICAL, "pg_basebackup"), (BackupMethod.LOGICAL, "pg_dump")],
+)
+def test_storage_failure_stops_the_tools(
+    method: BackupMethod, tool: str, postgres: LocalServer
+) -> None:
+    with pytest.raises(StorageError, match="disk full"):
+        ENGINE.backup(postgres.access(), BackupPlan(method), BrokenSink(), lambda _: None)
+    assert child_pids(tool) == []
+
+
+def test_wal_positions_from_verbose_output() -> None:
+    lines = [
+        "pg_basebackup: initiating base backup, waiting for checkpoint to complete",
+        "pg_basebackup: write-ahead log start point: 0/2000028 on timeline 3",
+        "pg_basebackup: write-ahead log end point: 0/2000100",
+        "pg_basebackup: base backup completed",
+    ]
+    assert postgres_physical.wal_positions(lines) == {
+        "start_lsn": "0/2000028",
+        "stop_lsn": "0/2000100",
+        "timeline": "3",
+    }
+    with pytest.raises(ToolFailed, match="start and end points"):
+        postgres_physical.wal_positions(lines[:2])
+
+
+# -- logical ---------------------------------------------------------------------------
+
+
+def test_logical_instance_backup_restores_every_table(
+    tmp_path: Path, postgres: LocalServer, server_factory: ServerFactory
+) -> None:
+    source = postgres.access()
+    before = fingerprint(PG, source)
+    backup = take(tmp_path, source, LOGICAL)
+    result = backup.result
+    assert result is not None
+    assert backup.names() == {
+        "globals.sql.zst",
+        "db/analytics.dump.zst",
+        "db/postgres.dump.zst",
+        "db/shop.dump.zst",
+    }
+    assert result.databases == ["analytics", "postgres", "shop"]
+    assert set(result.consistent_position) == {"start_lsn", "stop_lsn"}
+    position = result.consistent_position
+    assert lsn(position["start_lsn"]) <= lsn(position["stop_lsn"])
+    assert set(result.tool_versions) == {"pg_dump", "pg_dumpall"}
+    assert backup.phases == ["Preparing", "Uploading"]
+    assert "role_passwords" not in result.extra
+
+    target = restore_logical(backup, server_factory)
+    assert fingerprint(PG, target.access()) == before
+    assert user_databases(target.access()) == set(SAMPLE)
+
+
+def test_logical_db_backup_holds_only_its_databases(
+    tmp_path: Path, postgres: LocalServer, server_factory: ServerFactory
+) -> None:
+    source = postgres.access()
+    plan = BackupPlan(BackupMethod.LOGICAL, BackupStrategy.DB, databases=("shop",))
+    backup = take(tmp_path, source, plan)
+    assert backup.result is not None and backup.result.databases == ["shop"]
+    assert backup.names() == {"globals.sql.zst", "db/shop.dump.zst"}
+    target = restore_logical(backup, server_factory)
+    assert user_databases(target.access()) == {"shop"}
+    assert fingerprint(PG, target.access()) == fingerprint(PG, source, ["shop"])
+
+
+def test_logical_restore_of_chosen_databases(
+    tmp_path: Path, postgres: LocalServer, server_factory: ServerFactory
+) -> None:
+    source = postgres.access()
+    backup = take(tmp_path, source, LOGICAL)
+    target = restore_logical(backup, server_factory, ("analytics",))
+    assert user_databases(target.access()) == {"analytics"}
+    assert fingerprint(PG, target.access()) == fingerprint(PG, source, ["analytics"])
+    with pytest.raises(EngineError, match="nope"):
+        ENGINE.restore_logical(backup.manifest, backup.reader(), target.access(), ("nope",))
+    # restoring into a database that already has the tables fails with pg_restore's reason
+    with pytest.raises(ToolFailed, match=r"pg_restore exited with 1: .*already exists"):
+        ENGINE.restore_logical(backup.manifest, backup.reader(), target.access(), ("analytics",))
+
+
+def test_logical_odd_names_roles_and_passwords(
+    tmp_path: Path, server_factory: ServerFactory
+) -> None:
+    """A database whose name needs quoting everywhere, owned by a role with a password:
+    the restore recreates both, and the target's admin keeps its own password."""
+    server = server_factory(PG)
+    server.start()
+    access = server.access()
+    with connect(access) as conn:
+        conn.execute(b"CREATE ROLE app LOGIN PASSWORD 'app-pw'")
+        conn.execute(b'CREATE ROLE "we""ird role" NOLOGIN IN ROLE app')
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER app").format(sql.Identifier(WEIRD_DB)))
+    with connect(access, WEIRD_DB) as conn:
+        conn.execute(b"CREATE TABLE t (id int PRIMARY KEY, v text)")
+        conn.execute(b"INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 500) g")
+        conn.execute(b"ALTER TABLE t OWNER TO app")
+    plan = BackupPlan(BackupMethod.LOGICAL, BackupStrategy.DB, databases=(WEIRD_DB,))
+    backup = take(tmp_path, access, plan)
+    (dump,) = backup.names() - {"globals.sql.zst"}
+    assert dump == "db/we%27ird%20db%3Dx%20%5C%20%C3%BC%22%25.dump.zst"
+    assert postgres_logical.object_name(WEIRD_DB) + ".zst" == dump
+
+    target = restore_logical(backup, server_factory, admin_password="another-pw")
+    restored = target.access()
+    assert restored.password == "another-pw"
+    assert user_databases(restored) == {WEIRD_DB}
+    assert fingerprint(PG, restored) == fingerprint(PG, access)
+    owner = query(restored, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname ~ 'ird'")
+    assert owner == [("app",)]
+    app = ServerAccess(restored.host, restored.port, "app", "app-pw")
+    assert query(app, "SELECT count(*) FROM t", WEIRD_DB) == [(500,)]
+    members = query(restored, "SELECT pg_has_role('we\"ird role', 'app', 'MEMBER')")
+    assert members == [(True,)]
+
+
+def test_logical_corrupt_object_fails_restore_before_loading(
+    tmp_path: Path, postgres: LocalServer, server_factory: ServerFactory
+) -> None:
+    plan = BackupPlan(BackupMethod.LOGICAL, BackupStrategy.DB, databases=("shop",))
+    backup = take(tmp_path, postgres.access(), plan)
+    flip_byte(backup.storage.path("set/db/shop.dump.zst"))
+    target = server_factory(PG, initialize=True)
+    target.start()
+    with pytest.raises(ChecksumMismatch, match=r"shop\.dump"):
+        ENGINE.restore_logical(backup.manifest, backup.reader(), target.access())
+    assert user_databases(target.access()) == set()
+
+
+def test_logical_wrong_password_names_the_reason(tmp_path: Path, postgres: LocalServer) -> None:
+    access = with_password(postgres.access(), "wrong")
+    sink = SetWriter(LocalStorage(tmp_path), "set")
+    with pytest.raises(ServerUnavailable, match="password authentication failed"):
+        ENGINE.backup(access, LOGICAL, sink, lambda _: None)
+
+
+def test_logical_killed_tool_is_a_failure(tmp_path: Path, postgres: LocalServer) -> None:
+    sink = KillingSink(SetWriter(LocalStorage(tmp_path), "set"), "pg_dump", 64 * 1024)
+    with pytest.raises(ToolFailed, match="pg_dump exited with -9"):
+        ENGINE.backup(postgres.access(), LOGICAL, sink, lambda _: None)
+    assert sink.killed
+
+
+def test_object_names_are_safe_and_distinct() -> None:
+    name = postgres_logical.object_name
+    assert name("shop") == "db/shop.dump"
+    assert name("a.b-c_D9") == "db/a.b-c_D9.dump"
+    assert name("../x") == "db/..%2Fx.dump"
+    assert name("a%2F") != name("a/")
+    assert name("ü") == "db/%C3%BC.dump"
+
+
+def test_filter_globals_keeps_existing_roles_untouched() -> None:
+    script = (
+        "CREATE ROLE admin;\n"
+        "ALTER ROLE admin WITH SUPERUSER LOGIN PASSWORD 'SCRAM-SHA-256$x';\n"
+        "CREATE ROLE app;\n"
+        "ALTER ROLE app WITH LOGIN PASSWORD 'SCRAM-SHA-256$y';\n"
+        'CREATE ROLE "we""ird";\n'
+        'ALTER ROLE "we""ird" WITH NOLOGIN;\n'
+        "ALTER ROLE admin SET work_mem TO '8MB';\n"
+        "GRANT app TO admin GRANTED BY admin;\n"
+    )
+    kept = postgres_logical.filter_globals(script, ["admin", '"we""ird"'])
+    assert kept == (
+        "CREATE ROLE app;\n"
+        "ALTER ROLE app WITH LOGIN PASSWORD 'SCRAM-SHA-256$y';\n"
+        "ALTER ROLE admin SET work_mem TO '8MB';\n"
+        "GRANT app TO admin GRANTED BY admin;\n"
+    )
+
+
+# -- consistency under load ------------------------------------------------------------
+
+ACCOUNTS = 10
+OPENING = 1000
+
+
+def transfers(access: ServerAccess, stop: threading.Event) -> int:
+    """Move money between accounts, one transaction per transfer, each also logged in
+    ``ledger``: every account's balance equals its opening balance plus its ledger."""
+    rng, done = random.Random(7), 0
+    with connect(access, "shop") as conn:
+        conn.execute(b"CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL)")
+        conn.execute(
+            b"CREATE TABLE ledger (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+            b" src int NOT NULL, dst int NOT NULL, amount int NOT NULL)"
+        )
+        conn.execute(
+            b"INSERT INTO accounts SELECT g, %s FROM generate_series(1, %s) g",
+            (OPENING, ACCOUNTS),
+        )
+        while not stop.is_set():
+            src, dst = rng.sample(range(1, ACCOUNTS + 1), 2)
+            amount = rng.randrange(1, 50)
+            with conn.transaction():
+                conn.execute(
+                    b"UPDATE accounts SET balance = balance - %s WHERE id = %s", (amount, src)
+                )
+                conn.execute(
+                    b"INSERT INTO ledger (src, dst, amount) VALUES (%s, %s, %s)", (src, dst, amount)
+                )
+                conn.execute(
+                    b"UPDATE accounts SET balance = balance + %s WHERE id = %s", (amount, dst)
+                )
+            done += 1
+            time.sleep(0.001)
+    return done
+
+
+def assert_ledger_matches_accounts(access: ServerAccess) -> int:
+    mismatches = query(
+        access,
+        f"SELECT a.id FROM accounts a WHERE a.balance <> {OPENING}"
+        " + (SELECT coalesce(sum(amount), 0) FROM ledger WHERE dst = a.id)"
+        " - (SELECT coalesce(sum(amount), 0) FROM ledger WHERE src = a.id)",
+        "shop",
+    )
+    assert mismatches == []
+    assert query(access, "SELECT sum(balance) FROM accounts", "shop") == [(ACCOUNTS * OPENING,)]
+    return int(query(access, "SELECT count(*) FROM ledger", "shop")[0][0])
+
+
+def load_history() -> Iterator[list[tuple[int, int, str]]]:
+    """``load_writes`` after each statement of ``write_load``: three inserts, then an
+    update of the last three rows, and again."""
+    rows: list[list[Any]] = []
+    k = 0
+    while True:
+        k += 1
+        if k % 4:
+            rows.append([len(rows) + 1, k, f"row {k} \u2713"])
+        else:
+            for row in rows[-3:]:
+                row[1] += 1
+        yield [(r[0], r[1], r[2]) for r in rows]
+
+
+def is_a_state_of_the_load(restored: list[tuple[int, int, str]]) -> bool:
+    for state in load_history():
+        if len(state) > len(restored):
+            return False
+        if state == restored:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("method", [BackupMethod.PHYSICAL, BackupMethod.LOGICAL])
+def test_backup_under_load_restores_a_consistent_state(
+    method: BackupMethod, tmp_path: Path, server_factory: ServerFactory
+) -> None:
+    """While ``write_load`` and a transfer writer commit, the restored copy must hold
+    the ledger invariant, a prefix of the load writer's history, at least what was
+    committed when the backup started and at most what was committed when it ended."""
+    source = server_factory(PG)
+    source.start()
+    access = source.access()
+    load_sample(PG, access, rows=200, databases=("shop",))
+    static = fingerprint(PG, access)
+    stop = threading.Event()
+    writers = [
+        threading.Thread(target=write_load, args=(PG, access, "shop", stop)),
+        threading.Thread(target=transfers, args=(access, stop)),
+    ]
+    for writer in writers:
+        writer.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not ledger_rows(access) >= 50:
+            assert time.monotonic() < deadline and all(w.is_alive() for w in writers)
+            time.sleep(0.02)
+        at_start = ledger_rows(access)
+        backup = take(tmp_path, access, BackupPlan(method))
+        at_end = ledger_rows(access)
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join()
+    assert backup.result is not None
+    if method == BackupMethod.PHYSICAL:
+        target = restore_physical(backup, server_factory)
+    else:
+        target = restore_logical(backup, server_factory)
+    restored = target.access()
+    assert at_start <= assert_ledger_matches_accounts(restored) <= at_end
+    load = query(restored, "SELECT id, counter, payload FROM load_writes ORDER BY id", "shop")
+    assert len(load) > 0 and is_a_state_of_the_load([tuple(r) for r in load])
+    after = fingerprint(PG, restored)
+    for table in ("shop.public.load_writes", "shop.public.accounts", "shop.public.ledger"):
+        del after[table]
+    assert after == static
+
+
+def ledger_rows(access: ServerAccess) -> int:
+    try:
+        return int(query(access, "SELECT count(*) FROM ledger", "shop")[0][0])
+    except psycopg.errors.UndefinedTable:
+        return 0
