@@ -6,10 +6,12 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from starlette.applications import Starlette
 
 from rdsbackup.api.actions import Services, action_table
+from rdsbackup.api.download import DownloadEndpoint
 from rdsbackup.api.http import RpcEndpoint, asgi_app
 from rdsbackup.api.protocol import Protocol
 from rdsbackup.catalog.db import Catalog
@@ -20,11 +22,17 @@ from rdsbackup.instances.inventory import Inventory
 from rdsbackup.instances.supervisor import HealthMonitor, Supervisor
 from rdsbackup.jobs.dispatch import ThreadDispatcher
 from rdsbackup.jobs.janitor import Janitor
-from rdsbackup.jobs.leases import Leases
+from rdsbackup.jobs.leases import RESTORE_TASKS, Leases
+from rdsbackup.jobs.planning import Planner
+from rdsbackup.jobs.restore import RestoreRunner
 from rdsbackup.jobs.runner import JobRunner, RunOptions
+from rdsbackup.jobs.sets import SetStore
 from rdsbackup.service.auth import AccountAdmin, KeyStore
 from rdsbackup.service.backups import BackupPolicy, BackupService
 from rdsbackup.service.instances import InstanceService
+from rdsbackup.service.links import LinkMaker, LinkSigner
+from rdsbackup.service.payloads import Payloads
+from rdsbackup.service.restores import RestoreService
 from rdsbackup.storage.base import Storage
 from rdsbackup.storage.local import LocalStorage
 
@@ -77,6 +85,9 @@ class Service:
     leases: Leases
     dispatcher: ThreadDispatcher
     backups: BackupService
+    restores: RestoreService
+    restore_runner: RestoreRunner
+    restore_dispatcher: ThreadDispatcher
     janitor: Janitor
     health: HealthMonitor
     asgi: Starlette
@@ -86,15 +97,21 @@ class Service:
     def start(self) -> None:
         """Fail what died with an earlier process, start local servers, resume queued
         jobs, then start the loops."""
-        self.janitor.reap_jobs()
+        self._reap()
         self.core.supervisor.start_all()
         self.health.check_all()
         for job_id in self.leases.pending():
             self.dispatcher.submit(job_id)
+        for task_id in self.restore_runner.leases.pending():
+            self.restore_dispatcher.submit(task_id)
         s = self.core.settings
-        self._spawn("reaper", self.janitor.reap_jobs, max(1.0, s.heartbeat_seconds))
+        self._spawn("reaper", self._reap, max(1.0, s.heartbeat_seconds))
         self._spawn("health", self.health.check_all, s.probe_interval_seconds)
         self._spawn("janitor", self._maintenance, s.janitor_interval_seconds)
+
+    def _reap(self) -> None:
+        self.janitor.reap_jobs()
+        self.restore_runner.reap()
 
     def _maintenance(self) -> None:
         self.janitor.expire_sets()
@@ -115,6 +132,7 @@ class Service:
     def stop(self, *, stop_local_servers: bool = False) -> None:
         self._stop.set()
         self.dispatcher.shutdown(wait=False)
+        self.restore_dispatcher.shutdown(wait=False)
         for thread in self._threads:
             thread.join(timeout=5)
         if stop_local_servers:
@@ -124,12 +142,14 @@ class Service:
 def build_service(settings: Settings, engines: EngineRegistry | None = None) -> Service:
     core = build_core(settings, engines)
     leases = Leases(core.catalog, settings.node_id, settings.job_lease_seconds)
+    planner = Planner(core.catalog, core.storage, timedelta(hours=settings.full_backup_every_hours))
     runner = JobRunner(
         core.catalog,
         core.inventory,
         core.engines,
         core.storage,
         leases,
+        planner,
         RunOptions(
             compression=settings.compression,
             compression_level=settings.compression_level,
@@ -144,6 +164,7 @@ def build_service(settings: Settings, engines: EngineRegistry | None = None) -> 
         core.instances,
         dispatcher,
         core.storage,
+        planner,
         BackupPolicy(
             daily_limit=settings.daily_backup_limit,
             client_token_hours=settings.client_token_hours,
@@ -152,13 +173,45 @@ def build_service(settings: Settings, engines: EngineRegistry | None = None) -> 
     )
     actions = action_table()
     protocol = Protocol(core.keys, actions, window_seconds=settings.signature_window_seconds)
-    endpoint = RpcEndpoint(protocol, Services(backups, core.instances), actions, settings.host_id)
+    payloads = Payloads(core.catalog, core.storage)
+    links = build_links(core, payloads)
+    restore_runner = RestoreRunner(
+        core.catalog,
+        core.inventory,
+        core.supervisor,
+        core.engines,
+        SetStore(core.catalog, core.storage),
+        leases.for_table(RESTORE_TASKS),
+        settings.resolved_instances_dir,
+        settings.heartbeat_seconds,
+    )
+    restore_dispatcher = ThreadDispatcher(restore_runner.run, settings.max_parallel_jobs)
+    restores = RestoreService(
+        core.catalog, core.instances, core.inventory, restore_dispatcher, core.supervisor
+    )
+    services = Services(backups, core.instances, links=links, restores=restores)
+    endpoint = RpcEndpoint(protocol, services, actions, settings.host_id)
     return Service(
         core=core,
         leases=leases,
         dispatcher=dispatcher,
         backups=backups,
+        restores=restores,
+        restore_runner=restore_runner,
+        restore_dispatcher=restore_dispatcher,
         janitor=Janitor(core.catalog, leases, core.storage),
         health=HealthMonitor(core.inventory, core.supervisor),
-        asgi=asgi_app(endpoint),
+        asgi=asgi_app(endpoint, DownloadEndpoint(links.signer, payloads, settings.host_id)),
+    )
+
+
+def build_links(core: Core, payloads: Payloads | None = None) -> LinkMaker:
+    """Download links; with ``payloads``, also per-database links (DescribeBackups)."""
+    s = core.settings
+    return LinkMaker(
+        LinkSigner(s.resolved_secret_key()),
+        s.resolved_public_url,
+        s.resolved_intranet_url,
+        s.download_link_seconds,
+        payloads.db_objects if payloads else None,
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -12,9 +14,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rdsbackup.app import Core, build_core, build_service
+from rdsbackup.app import Core, Service, build_core, build_service
 from rdsbackup.config import Settings, load_settings
 from rdsbackup.instances.inventory import Registration
+from rdsbackup.service.auth import Principal
 
 app = typer.Typer(no_args_is_help=True, help="Self-hosted Alibaba Cloud RDS backup service.")
 key_app = typer.Typer(no_args_is_help=True, help="Access keys.")
@@ -65,6 +68,7 @@ def serve(
 def _serve(settings: Settings, host: str, port: int, keep_local_servers: bool) -> None:
     import uvicorn
 
+    settings = settings.model_copy(update={"host": host, "port": port})  # links name them
     service = build_service(settings)
     service.start()
     try:
@@ -274,6 +278,69 @@ def instance_set(
 # -- backups ---------------------------------------------------------------------------------
 
 
+@backup_app.command("verify")
+def backup_verify(backup_id: int, config: ConfigOpt = None) -> None:
+    """Restore a set into a throw-away server, check it, and record the outcome."""
+    _run_restore(
+        config, backup_id, lambda svc, who, instance: svc.restores.verify(who, instance, backup_id)
+    )
+
+
+@backup_app.command("restore-db")
+def backup_restore_db(
+    backup_id: int,
+    database: Annotated[str, typer.Option(help="The database in the set.")],
+    target: Annotated[
+        str | None, typer.Option(help="Target instance (default: the set's).")
+    ] = None,
+    new_name: Annotated[
+        str | None, typer.Option(help="Name on the target (default: same).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Restore one database of a set into a running instance; nothing else there changes."""
+    _run_restore(
+        config,
+        backup_id,
+        lambda svc, who, instance: svc.restores.restore_database(
+            who, instance, backup_id, database, target, new_name
+        ),
+    )
+
+
+def _run_restore(
+    config: Path | None, backup_id: int, start: Callable[[Service, Principal, str], int]
+) -> None:
+    """Create the restore task as the API would, run it in this process, report it."""
+    from rdsbackup.catalog.models import Account, BackupSet, RestoreTask
+
+    _logging()
+    service = build_service(_settings(config))
+    try:
+        with service.core.catalog.read() as s:
+            backup = s.get(BackupSet, backup_id)
+            if backup is None:
+                raise typer.BadParameter(f"no backup set {backup_id}")
+            account = s.get_one(Account, backup.account_id)
+        who = Principal(account.id, account.name, "cli")
+        task_id = start(service, who, backup.instance_id)
+        while True:
+            with service.core.catalog.read() as s:
+                task = s.get_one(RestoreTask, task_id)
+            if task.status in ("Finished", "Failed"):
+                break
+            time.sleep(0.5)
+    finally:
+        service.stop()
+    typer.echo(
+        json.dumps(
+            {"TaskId": str(task_id), "Status": task.status, "FailedReason": task.failed_reason}
+        )
+    )
+    if task.status != "Finished":
+        raise typer.Exit(1)
+
+
 @backup_app.command("lock")
 def backup_lock(backup_id: int, config: ConfigOpt = None) -> None:
     """Protect a set from DeleteBackup and retention (StoreStatus=Disabled)."""
@@ -283,6 +350,28 @@ def backup_lock(backup_id: int, config: ConfigOpt = None) -> None:
 @backup_app.command("unlock")
 def backup_unlock(backup_id: int, config: ConfigOpt = None) -> None:
     _set_store_status(config, backup_id, "Enabled")
+
+
+@backup_app.command("download")
+def backup_download(
+    backup_id: int,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the set into.")],
+    url: Annotated[
+        str | None, typer.Option(help="The service's base URL (default: public_url).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Download a set through its download link and verify it against its manifest."""
+    from rdsbackup.app import build_links
+    from rdsbackup.service.fetch import FetchFailed, fetch_set
+
+    core = _core(config)
+    try:
+        got = fetch_set(core.catalog, build_links(core), backup_id, out, base_url=url)
+    except FetchFailed as e:
+        typer.echo(f"backup set {backup_id}: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps({"BackupId": backup_id, "Directory": str(out), "Bytes": got.bytes}))
 
 
 def _set_store_status(config: Path | None, backup_id: int, status: str) -> None:

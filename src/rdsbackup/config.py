@@ -41,12 +41,17 @@ class Settings(BaseSettings):
     port: int = 8780
     host_id: str = "rds.aliyuncs.com"
     """``HostId`` in error bodies."""
+    public_url: str | None = None
+    """Base of ``BackupDownloadURL`` links; default ``http://{host}:{port}``."""
+    intranet_url: str | None = None
+    """Base of ``BackupIntranetDownloadURL`` links; default: ``public_url``."""
+    download_link_seconds: int = Field(default=3600, gt=0)
     region_id: str = "cn-hangzhou"
     zone_id: str = "cn-hangzhou-h"
 
     max_parallel_jobs: int = 2
     job_lease_seconds: float = 30.0
-    heartbeat_seconds: float = 2.0
+    heartbeat_seconds: float = 1.0
     probe_interval_seconds: float = 15.0
     janitor_interval_seconds: float = 60.0
     node_id: str = Field(default_factory=socket.gethostname)
@@ -56,7 +61,11 @@ class Settings(BaseSettings):
     client_token_hours: int = 24
     default_retention_days: int = 7
 
+    full_backup_every_hours: float = 24.0
+    """BackupType=Auto takes an incremental while the newest full set is younger than this."""
+
     compression: str = "zstd"
+    """zstd (default), gzip or none; CreateBackup's CompressType overrides it per backup."""
     compression_level: int = 1
     compression_threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
     backup_parallel: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
@@ -83,6 +92,16 @@ class Settings(BaseSettings):
     @property
     def resolved_storage_dir(self) -> Path:
         return (self.storage_dir or self.state_dir / "backups").resolve()
+
+    @property
+    def resolved_public_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
+        host = f"[{host}]" if ":" in host else host
+        return (self.public_url or f"http://{host}:{self.port}").rstrip("/")
+
+    @property
+    def resolved_intranet_url(self) -> str:
+        return (self.intranet_url or self.resolved_public_url).rstrip("/")
 
     @property
     def resolved_instances_dir(self) -> Path:

@@ -7,7 +7,6 @@ import json
 from dataclasses import dataclass
 
 from rich.console import Console
-from rich.syntax import Syntax
 
 from rdsbackup.app import Core
 from rdsbackup.instances.sample_data import load_sample
@@ -54,11 +53,11 @@ def ensure_demo(core: Core) -> DemoInfo:
 def print_welcome(console: Console, info: DemoInfo, host: str, port: int) -> None:
     endpoint = f"{host}:{port}"
     console.rule("rdsbackup")
-    console.print(f"Endpoint:          http://{endpoint}/  (Alibaba RDS API 2014-08-15)")
-    console.print(f"AccessKeyId:       {info.access_key_id}")
-    console.print(f"AccessKeySecret:   {info.access_key_secret}")
+    console.print(f"Endpoint:             http://{endpoint}/  (Alibaba RDS API 2014-08-15)")
+    console.print(f"AccessKeyId:          {info.access_key_id}")
+    console.print(f"AccessKeySecret:      {info.access_key_secret}")
     for engine, instance_id in info.instances.items():
-        console.print(f"{engine + ' instance:':<19}{instance_id}")
+        console.print(f"{engine + ' instance:':<22}{instance_id}")
     snippet = f'''import time
 from alibabacloud_rds20140815.client import Client
 from alibabacloud_rds20140815 import models
@@ -81,5 +80,5 @@ print(client.describe_backups(models.DescribeBackupsRequest(
     dbinstance_id="{info.instances["MariaDB"]}", backup_id=task.backup_id)).body.to_map())
 '''
     console.print("\nPython (pip install alibabacloud-rds20140815):")
-    console.print(Syntax(snippet, "python", background_color="default"))
+    print(snippet, flush=True)  # raw: a wrapped line would not paste
     console.rule()

@@ -109,3 +109,20 @@ def test_nonces_are_single_use_until_they_expire(catalog: Catalog) -> None:
     assert keys.use_nonce("AK2", "n1", later)
     assert keys.purge_nonces(utcnow() + timedelta(minutes=16)) == 2
     assert keys.use_nonce("AK", "n1", later)
+
+
+def test_ids_are_never_reused_after_a_delete(catalog: Catalog) -> None:
+    box = SecretBox(Fernet.generate_key())
+    account_id, instance_id = _instance(catalog, box)
+    with catalog.write() as s:
+        job = _job(account_id, instance_id, "Finished")
+        s.add(job)
+        s.flush()
+        first = job.id
+    with catalog.write() as s:
+        s.delete(s.get_one(BackupJob, first))
+    with catalog.write() as s:
+        again = _job(account_id, instance_id, "Finished")
+        s.add(again)
+        s.flush()
+        assert again.id > first

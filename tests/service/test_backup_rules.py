@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from rdsbackup.catalog.secrets import SecretBox
 from rdsbackup.engines.registry import default_registry
 from rdsbackup.instances.inventory import Inventory, Registration
 from rdsbackup.instances.servers import LocalServer
+from rdsbackup.jobs.planning import Planner
 from rdsbackup.service import errors
 from rdsbackup.service.auth import AccountAdmin, Principal
 from rdsbackup.service.backups import BackupPolicy, BackupService, CreateBackupRequest
@@ -73,11 +75,13 @@ def rules(catalog: Catalog, mariadb: LocalServer, tmp_path: Path) -> Rules:
     )
     inventory.probe(instance_id)
     recorder = Recorder()
+    storage = LocalStorage(tmp_path / "backups")
     service = BackupService(
         catalog,
         InstanceService(catalog, inventory),
         recorder,
-        LocalStorage(tmp_path / "backups"),
+        storage,
+        Planner(catalog, storage, timedelta(hours=24)),
         BackupPolicy(),
     )
     return Rules(

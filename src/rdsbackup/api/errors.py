@@ -77,6 +77,13 @@ CATALOGUE: dict[str, ErrorSpec] = {
     "IncorrectBackupSetState": ErrorSpec(
         403, "Current backup set state does not support this operation."
     ),
+    "InvalidBackupSet": ErrorSpec(400, "The specified database does not exist in the backup set."),
+    "InvalidDBName.Duplicate": ErrorSpec(
+        400, "Specified database name already exists in this DB instance."
+    ),
+    "InvalidRestoreTime.NoLogBackup": ErrorSpec(
+        400, "Point-in-time restore needs log backups, and this instance has none."
+    ),
     "InternalError": ErrorSpec(
         500, "The request processing has failed due to some unknown error, exception or failure."
     ),
@@ -107,6 +114,11 @@ _DOMAIN: list[tuple[type[domain.ServiceError], str]] = [
     (domain.OperationDenied, "OperationDenied.ApiForbidden"),
     (domain.BackupNotFound, "InvalidBackupSetID.NotFound"),
     (domain.BackupLocked, "IncorrectBackupSetState"),
+    (domain.BackupUnusable, "IncorrectBackupSetState"),
+    (domain.DatabaseNotInSet, "InvalidBackupSet"),
+    (domain.DatabaseExists, "InvalidDBName.Duplicate"),
+    (domain.PointInTimeUnavailable, "InvalidRestoreTime.NoLogBackup"),
+    (domain.MissingValue, "MissingParameter"),
 ]
 
 
@@ -117,6 +129,8 @@ def from_domain(error: domain.ServiceError) -> ApiError:
         if code == "InvalidParameter":
             assert isinstance(error, domain.InvalidValue)
             return ApiError(code, error.detail, param=error.param)
+        if isinstance(error, domain.MissingValue):
+            return ApiError(code, param=error.param)
         # OperationDenied's documented message is exact; its reason goes to the log.
         return ApiError(code, "" if code == "OperationDenied.ApiForbidden" else error.detail)
     return ApiError("InternalError")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote
 
 from starlette.applications import Starlette
@@ -20,6 +20,9 @@ from rdsbackup.api.errors import ApiError, from_domain
 from rdsbackup.api.protocol import Protocol, RawRequest
 from rdsbackup.api.render import render
 from rdsbackup.service.errors import ServiceError
+
+if TYPE_CHECKING:
+    from rdsbackup.api.download import DownloadEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +102,14 @@ def _raw(request: Request, body: bytes) -> RawRequest:
     )
 
 
-def asgi_app(endpoint: RpcEndpoint) -> Starlette:
+def asgi_app(endpoint: RpcEndpoint, download: DownloadEndpoint | None = None) -> Starlette:
     methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+    downloads = (
+        [Route("/download/{rest:path}", download.respond, methods=methods)] if download else []
+    )
     return Starlette(
         routes=[
+            *downloads,
             Route("/", endpoint.respond, methods=methods),
             Route("/{path:path}", endpoint.respond, methods=methods),
         ]

@@ -3,12 +3,14 @@ checks the two agree."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -30,6 +32,15 @@ NAMING = {
 JOB_PROGRESSING = ("Checking", "Preparing", "Waiting", "Uploading")
 JOB_UNFINISHED = ("NoStart", *JOB_PROGRESSING)
 UNFINISHED = "status NOT IN ('Finished', 'Failed')"
+
+
+def split_names(value: str) -> list[str]:
+    """Database names are kept as a JSON list: a name may contain any character."""
+    return list(json.loads(value)) if value else []
+
+
+def join_names(names: list[str]) -> str:
+    return json.dumps(names) if names else ""
 
 
 class Base(DeclarativeBase):
@@ -90,6 +101,10 @@ class Instance(Base):
     data_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     probed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    pay_type: Mapped[str] = mapped_column(String(16), default="Postpaid", server_default="Postpaid")
+    source_instance_id: Mapped[str | None] = mapped_column(String(64))
+    """For a clone: the instance its backup set came from."""
+    source_backup_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class Database(Base):
@@ -117,6 +132,7 @@ class BackupJob(Base):
         ),
         Index("uq_backup_jobs_client_token", "account_id", "client_token", unique=True),
         Index("ix_backup_jobs_instance_day", "instance_id", "created_day"),
+        {"sqlite_autoincrement": True},  # ids are never reused, even after deletes
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -146,11 +162,16 @@ class BackupJob(Base):
     failed_reason: Mapped[str] = mapped_column(Text, default="")
     storage_prefix: Mapped[str] = mapped_column(String(512), default="")
     backup_id: Mapped[int | None] = mapped_column(Integer)
+    compression: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    """``CompressType`` asked for (extension); empty means the service's setting."""
 
 
 class BackupSet(Base):
     __tablename__ = "backup_sets"
-    __table_args__ = (Index("ix_backup_sets_instance_start", "instance_id", "start_time"),)
+    __table_args__ = (
+        Index("ix_backup_sets_instance_start", "instance_id", "start_time"),
+        {"sqlite_autoincrement": True},  # a deleted BackupId never names another set
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
@@ -183,9 +204,15 @@ class BackupSet(Base):
     expire_time: Mapped[datetime | None] = mapped_column(DateTime)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("backup_sets.id"))
     failed_reason: Mapped[str] = mapped_column(Text, default="")
+    fingerprints: Mapped[str] = mapped_column(Text, default="", server_default="")
+    """JSON ``{table: [rows, checksum]}`` the set must restore to (see jobs/verify.py)."""
+    verify_status: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    verify_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime)
+    restore_seconds: Mapped[float | None] = mapped_column(Float)
 
     objects: Mapped[list[BackupObject]] = relationship(
-        cascade="all, delete-orphan", order_by="BackupObject.id"
+        cascade="all, delete-orphan", order_by="BackupObject.id", lazy="selectin"
     )
 
 
@@ -199,6 +226,30 @@ class BackupObject(Base):
     raw_size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     compression: Mapped[str] = mapped_column(String(16))
+
+
+class RestoreTask(Base):
+    """A restore: a clone, one database into an instance, or a verification."""
+
+    __tablename__ = "restore_tasks"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    """``clone``, ``database`` or ``verify``."""
+    backup_id: Mapped[int] = mapped_column(Integer)
+    source_instance_id: Mapped[str] = mapped_column(String(64))
+    target_instance_id: Mapped[str | None] = mapped_column(String(64))
+    db_names: Mapped[str] = mapped_column(Text, default="")
+    target_db_name: Mapped[str] = mapped_column(String(256), default="")
+    status: Mapped[str] = mapped_column(String(16), default="Pending")
+    failed_reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class Nonce(Base):

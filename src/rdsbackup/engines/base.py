@@ -132,6 +132,14 @@ class ObjectSource(Protocol):
     def open(self, name: str) -> BinaryIO: ...
 
 
+@dataclass(frozen=True)
+class StoredSet:
+    """A stored backup set as a restore reads it."""
+
+    manifest: Manifest
+    source: ObjectSource
+
+
 ProgressCallback = Callable[[str], None]
 """Called with a phase name (``Preparing``, ``Uploading`` ...) when the engine enters it."""
 
@@ -165,12 +173,13 @@ class Engine(ABC):
 
     @abstractmethod
     def restore_physical(
-        self, manifest: Manifest, source: ObjectSource, data_dir: Path, chain: list[Manifest]
+        self, manifest: Manifest, source: ObjectSource, data_dir: Path, chain: list[StoredSet]
     ) -> None:
         """Materialise a startable data directory from a physical (or snapshot) set.
 
-        ``chain`` is the list of parent manifests, oldest (the full set) first; empty for
-        a full set. ``data_dir`` is empty and owned by the caller.
+        ``chain`` is the sets this one builds on, oldest (the full set) first; empty for a
+        full set. ``data_dir`` is empty and owned by the caller. Stored objects are never
+        modified: work on copies.
         """
 
     @abstractmethod

@@ -1,13 +1,20 @@
-"""Logical MariaDB sets: one ``mariadb-dump --single-transaction`` stream out, the
-``mariadb`` client back.
+"""Reading and loading ``mariadb-dump`` streams.
 
-The set holds a single object, ``dump.sql``: every dumped database in one consistent
-snapshot. The instance strategy dumps all databases but ``mysql`` (accounts, grants
-and other system tables are not carried: restoring them as tables would replace the
-target's own accounts, and ``--system=users`` fails on servers with unresolvable
-host accounts); ``information_schema``, ``performance_schema`` and ``sys`` are never
-dumped. Each database is a section opened by a ``-- Current Database: `name``` line,
-which is how a restore of some databases picks them out.
+:class:`DumpScanner` passes a dump through to the sink unchanged while noting what it
+holds (the database sections, the tables whose structure it carries, whether it ended
+with mariadb-dump's completion line). :class:`SectionFilter` keeps only the sections of
+chosen databases on the way back, and :func:`load_object` feeds one stored dump object
+to a ``mariadb`` client.
+
+A dump written with ``--databases`` opens each database with a
+``-- Current Database: `name``` line; tables open with ``-- Table structure for table
+`name```. Marks are recognised only at the start of a line outside ``DELIMITER ;;``
+blocks (routine and trigger bodies). mariadb-dump writes every row value on the line of
+its INSERT (newlines inside values are escaped), so no data line can look like a mark.
+
+Sets written by the first version of this engine hold one object, ``dump.sql`` (every
+database in one ``mariadb-dump --single-transaction`` stream); :func:`restore_logical`
+still loads them.
 """
 
 from __future__ import annotations
@@ -15,56 +22,138 @@ from __future__ import annotations
 import re
 import subprocess
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import BinaryIO, cast
+from typing import BinaryIO
 
-from rdsbackup.engines.base import EngineError, ObjectSink, ObjectSource, ServerAccess, ToolFailed
+from rdsbackup.engines.base import EngineError, ObjectSource, ServerAccess
 from rdsbackup.engines.mariadb_physical import check_tool
-from rdsbackup.engines.tools import (
-    CHUNK,
-    ToolProcess,
-    find_binary,
-    last_error_line,
-    mysql_option_file,
-    tool_version,
-)
+from rdsbackup.engines.tools import CHUNK, ToolProcess, find_binary, mysql_option_file
 
 DUMP_OBJECT = "dump.sql"
 DONE_MARKER = b"\n-- Dump completed"
 SECTION_MARK = b"-- Current Database: `"
-HEAD_BYTES = 64 * 1024
+TABLE_MARK = b"-- Table structure for table `"
 TAIL_BYTES = 16 * 1024
-_SNAPSHOT_SIGNS = (b"CHANGE MASTER TO", SECTION_MARK)
-"""mariadb-dump writes these only after its consistent snapshot is open."""
-_BINLOG = re.compile(
-    r"CHANGE MASTER TO MASTER_LOG_FILE='(?P<file>[^']*)', MASTER_LOG_POS=(?P<pos>\d+)"
-)
-_GTID = re.compile(r"gtid_slave_pos='(?P<gtid>[^']*)'")
+_CANDIDATE = re.compile(rb"\n[-D]")
+_MARK_LINE = 1024
+"""Longest line a mark can be (a 64-character name, each character quoted, fits)."""
 
 
-@dataclass(frozen=True)
-class LogicalOutcome:
-    tool_versions: dict[str, str]
-    position: dict[str, str]
-    consistent_time: datetime
+def dump_binary() -> str:
+    return find_binary("mariadb-dump", "mysqldump")
+
+
+def client_binary() -> str:
+    return find_binary("mariadb", "mysql")
+
+
+def quoted_name(line: bytes, mark: bytes) -> str | None:
+    """The name a ``mark`name``` line carries (backticks doubled), or None."""
+    if not (line.startswith(mark) and line.endswith(b"`")):
+        return None
+    return line[len(mark) : -1].replace(b"``", b"`").decode("utf-8", "replace")
+
+
+class Splitter:
+    """Cuts a dump into pieces: runs of plain bytes, and whole *candidate* lines (lines
+    of at most 1 KiB that start with ``-`` or ``D``: only these can be marks or
+    ``DELIMITER``). mariadb-dump writes a line per row, so finding the few candidates
+    with ``bytes.find`` instead of looking at every line is what keeps this cheap."""
+
+    def __init__(self) -> None:
+        self.held = b""
+        """The start of a candidate line that continues in the next chunk."""
+        self.mid_line = False
+        """The last chunk ended inside a plain line."""
+
+    def pieces(self, data: bytes) -> Iterator[tuple[bool, bytes]]:
+        """``(is_candidate_line, bytes)`` for ``data``, in order, all bytes included
+        (except a held-back candidate start)."""
+        buf, self.held = (self.held + data, b"") if self.held else (data, b"")
+        pos = 0
+        if self.mid_line:
+            pos = buf.find(b"\n") + 1
+            if pos == 0:
+                yield False, buf
+                return
+            yield False, buf[:pos]
+            self.mid_line = False
+        while pos < len(buf):
+            start = _next_candidate(buf, pos)
+            if start < 0:
+                yield False, buf[pos:]
+                self.mid_line = not buf.endswith(b"\n")
+                return
+            if start > pos:
+                yield False, buf[pos:start]
+            end = buf.find(b"\n", start)
+            if end < 0 and len(buf) - start <= _MARK_LINE:
+                self.held = buf[start:]
+                return
+            if end < 0 or end - start > _MARK_LINE:  # too long to be a mark
+                stop = len(buf) if end < 0 else end + 1
+                yield False, buf[start:stop]
+                self.mid_line = end < 0
+                pos = stop
+                continue
+            yield True, buf[start : end + 1]
+            pos = end + 1
+
+    def finish(self) -> Iterator[tuple[bool, bytes]]:
+        if self.held:
+            yield False, self.held
+            self.held = b""
+
+
+def _next_candidate(buf: bytes, pos: int) -> int:
+    """Where the next line starting with ``-`` or ``D`` begins (``pos`` is a line start)."""
+    if buf[pos : pos + 1] in (b"-", b"D"):
+        return pos
+    found = _CANDIDATE.search(buf, pos)
+    return found.start() + 1 if found else -1
+
+
+class Marks:
+    """Follows ``DELIMITER`` blocks (routine and trigger bodies, where nothing is a
+    mark) and reads the database or table a mark line names."""
+
+    def __init__(self) -> None:
+        self.in_delimiter = False
+
+    def read(self, line: bytes) -> tuple[bytes, str] | None:
+        """``(mark, name)`` for a section or table mark line, else None."""
+        body = line.rstrip(b"\r\n")
+        if body.startswith(b"DELIMITER "):
+            self.in_delimiter = body.rstrip() != b"DELIMITER ;"
+            return None
+        if self.in_delimiter:
+            return None
+        for mark in (SECTION_MARK, TABLE_MARK):
+            name = quoted_name(body, mark)
+            if name is not None:
+                return mark, name
+        return None
 
 
 class DumpScanner:
-    """Passes a dump stream through unchanged, keeping only its first 64 KiB and last
-    16 KiB: enough to read the binlog position, the GTID and the completion line."""
+    """Passes a dump stream through unchanged, noting its databases and tables (in
+    order, as ``(database, table)``) and keeping its last 16 KiB."""
 
     def __init__(self, inner: BinaryIO) -> None:
         self._read: Callable[[int], bytes] = getattr(inner, "read1", inner.read)
-        self.head = bytearray()
+        self.databases: list[str] = []
+        self.tables: list[tuple[str, str]] = []
         self.tail = b""
-        self.snapshot_seen_at: datetime | None = None
-        self.ended_at: datetime | None = None
+        self._splitter = Splitter()
+        self._marks = Marks()
 
     def read1(self, size: int = -1) -> bytes:
         """What one read of the tool's pipe gives (at most ``size`` bytes)."""
         data = self._read(size if size > 0 else CHUNK)
-        self._scan(data)
+        if data:
+            for candidate, piece in self._splitter.pieces(data):
+                if candidate:
+                    self._note(piece)
+            self.tail = (self.tail + data[-TAIL_BYTES:])[-TAIL_BYTES:]
         return data
 
     def read(self, size: int = -1) -> bytes:
@@ -79,116 +168,24 @@ class DumpScanner:
                 wanted -= len(data)
         return b"".join(parts)
 
-    def _scan(self, data: bytes) -> None:
-        if not data:
-            self.ended_at = self.ended_at or datetime.now(UTC)
+    def _note(self, line: bytes) -> None:
+        found = self._marks.read(line)
+        if found is None:
             return
-        if len(self.head) < HEAD_BYTES:
-            self.head += data[: HEAD_BYTES - len(self.head)]
-            if self.snapshot_seen_at is None and any(s in self.head for s in _SNAPSHOT_SIGNS):
-                self.snapshot_seen_at = datetime.now(UTC)
-        self.tail = (self.tail + data[-TAIL_BYTES:])[-TAIL_BYTES:]
+        mark, name = found
+        if mark == SECTION_MARK:
+            self.databases.append(name)
+        else:
+            self.tables.append((self.databases[-1] if self.databases else "", name))
 
     @property
     def completed(self) -> bool:
         return DONE_MARKER in self.tail
 
-    @property
-    def consistent_time(self) -> datetime:
-        """Just after the snapshot opened (an upper bound): when the dump first showed it."""
-        return self.snapshot_seen_at or self.ended_at or datetime.now(UTC)
-
-    def position(self) -> dict[str, str]:
-        text = (bytes(self.head) + b"\n" + self.tail).decode("utf-8", "replace")
-        found: dict[str, str] = {}
-        if m := _BINLOG.search(text):
-            found.update(binlog_file=m["file"], binlog_pos=m["pos"])
-        if (g := _GTID.search(text)) and g["gtid"]:
-            found["gtid"] = g["gtid"]
-        return found
-
-
-def dump_binary() -> str:
-    return find_binary("mariadb-dump", "mysqldump")
-
-
-def dump_args(
-    binary: str, options: str, databases: tuple[str, ...], *, log_bin: bool, gtid: bool
-) -> list[str]:
-    args = [
-        binary,
-        f"--defaults-extra-file={options}",
-        "--single-transaction",
-        "--quick",
-        "--routines",
-        "--events",
-        "--triggers",
-        "--hex-blob",
-        "--max-allowed-packet=1G",
-    ]
-    if log_bin:
-        args.append("--master-data=2")
-        if gtid:
-            args.append("--gtid")
-    if databases:
-        return [*args, "--databases", *databases]
-    return [*args, "--all-databases", "--ignore-database=mysql"]
-
-
-def backup_logical(
-    access: ServerAccess,
-    databases: tuple[str, ...],
-    sink: ObjectSink,
-    *,
-    log_bin: bool,
-    gtid: bool,
-) -> LogicalOutcome:
-    """Dump ``databases`` (empty: every user database) into ``sink`` as ``dump.sql``."""
-    binary = dump_binary()
-    with mysql_option_file(access.host, access.port, access.user, access.password) as options:
-        args = dump_args(binary, str(options), databases, log_bin=log_bin, gtid=gtid)
-        with ToolProcess(args) as tool:
-            scanner = DumpScanner(tool.stdout)
-            sink.put(DUMP_OBJECT, cast(BinaryIO, scanner))
-            check_tool(tool)
-    if not scanner.completed:
-        raise ToolFailed(
-            f"mariadb-dump did not report success: {last_error_line(list(tool.lines))}"
-        )
-    position = scanner.position()
-    if log_bin and "binlog_pos" not in position:
-        raise ToolFailed("mariadb-dump wrote no binlog position although binary logging is on")
-    return LogicalOutcome(
-        tool_versions={"mariadb-dump": tool_version(binary)},
-        position=position,
-        consistent_time=scanner.consistent_time,
-    )
-
-
-def restore_logical(source: ObjectSource, target: ServerAccess, databases: tuple[str, ...]) -> None:
-    """Load ``dump.sql`` (or only the sections of ``databases``) into ``target``."""
-    client = find_binary("mariadb", "mysql")
-    with mysql_option_file(target.host, target.port, target.user, target.password) as options:
-        args = [
-            client,
-            f"--defaults-extra-file={options}",
-            "--binary-mode",
-            "--max-allowed-packet=1G",
-        ]
-        with ToolProcess(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL) as tool:
-            with source.open(DUMP_OBJECT) as reader:
-                sections = SectionFilter(reader, databases)
-                _send(sections.chunks(), tool)
-            check_tool(tool)
-    missing = sections.missing()
-    if missing:
-        raise EngineError(f"{DUMP_OBJECT} has no section for {', '.join(sorted(missing))}")
-
 
 class SectionFilter:
     """The dump's bytes, keeping the header and only the sections of ``databases``
-    (everything when ``databases`` is empty). Section marks are recognised only at the
-    start of a line outside ``DELIMITER ;;`` blocks (routine and trigger bodies)."""
+    (everything when ``databases`` is empty)."""
 
     def __init__(self, reader: BinaryIO, databases: tuple[str, ...]) -> None:
         self.reader = reader
@@ -203,39 +200,53 @@ class SectionFilter:
             while chunk := self.reader.read(CHUNK):
                 yield chunk
             return
-        out = bytearray()
-        for piece in self._kept_pieces():
-            out += piece
-            if len(out) >= CHUNK:
-                yield bytes(out)
-                out.clear()
-        if out:
-            yield bytes(out)
-
-    def _kept_pieces(self) -> Iterator[bytes]:
-        keep, at_line_start, in_delimiter = True, True, False
-        while piece := self.reader.readline(CHUNK):
-            if at_line_start:
-                if piece.startswith(b"DELIMITER "):
-                    in_delimiter = piece.rstrip() != b"DELIMITER ;"
-                elif not in_delimiter and (name := section_name(piece)) is not None:
-                    keep = name in self.wanted
+        splitter, marks, keep = Splitter(), Marks(), True
+        out: list[bytes] = []
+        while chunk := self.reader.read(CHUNK):
+            for candidate, piece in splitter.pieces(chunk):
+                found = marks.read(piece) if candidate else None
+                if found is not None and found[0] == SECTION_MARK:
+                    keep = found[1] in self.wanted
                     if keep:
-                        self.seen.add(name)
-            at_line_start = piece.endswith(b"\n")
-            if keep:
-                yield piece
+                        self.seen.add(found[1])
+                if keep:
+                    out.append(piece)
+            if out:
+                yield b"".join(out)
+                out.clear()
+        tail = b"".join(piece for _, piece in splitter.finish())
+        if keep and tail:
+            yield tail
 
 
-def section_name(line: bytes) -> str | None:
-    """The database a ``-- Current Database: `name``` line opens (backticks doubled)."""
-    body = line.rstrip(b"\r\n")
-    if not (line.startswith(SECTION_MARK) and line.endswith(b"\n") and body.endswith(b"`")):
-        return None
-    return body[len(SECTION_MARK) : -1].replace(b"``", b"`").decode("utf-8", "replace")
+def load_object(
+    source: ObjectSource, name: str, target: ServerAccess, databases: tuple[str, ...]
+) -> set[str]:
+    """Load object ``name`` (only the sections of ``databases``, when given) into
+    ``target`` with one ``mariadb`` client; returns the databases it had no section for."""
+    with mysql_option_file(target.host, target.port, target.user, target.password) as options:
+        args = [
+            client_binary(),
+            f"--defaults-extra-file={options}",
+            "--binary-mode",
+            "--max-allowed-packet=1G",
+        ]
+        with ToolProcess(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL) as tool:
+            with source.open(name) as reader:
+                sections = SectionFilter(reader, databases)
+                send(sections.chunks(), tool)
+            check_tool(tool)
+    return sections.missing()
 
 
-def _send(chunks: Iterable[bytes], tool: ToolProcess) -> None:
+def restore_logical(source: ObjectSource, target: ServerAccess, databases: tuple[str, ...]) -> None:
+    """Load a single-stream set's ``dump.sql`` (or only the sections of ``databases``)."""
+    missing = load_object(source, DUMP_OBJECT, target, databases)
+    if missing:
+        raise EngineError(f"{DUMP_OBJECT} has no section for {', '.join(sorted(missing))}")
+
+
+def send(chunks: Iterable[bytes], tool: ToolProcess) -> None:
     """Write ``chunks`` to the tool's stdin, one chunk behind: a source that fails (a
     checksum mismatch is only known at its end) kills the tool before its last chunk
     reaches it, instead of closing stdin and letting it finish."""

@@ -4,30 +4,54 @@
 Objects of a set:
 
 ``data.xbstream``
-    the raw xbstream mariadb-backup writes to stdout (the whole data directory copy);
+    the raw xbstream mariadb-backup writes to stdout (the whole data directory copy; for
+    an incremental set, ``.delta`` files holding the InnoDB pages changed since the
+    parent's ``to_lsn`` plus full copies of every non-InnoDB file);
 ``xtrabackup_checkpoints``, ``xtrabackup_info``
-    mariadb-backup's small metadata files from ``--extra-lsndir``: the LSN range (a later
-    incremental's ``--incremental-basedir`` needs the checkpoints file) and a human record.
-    Both are also inside the xbstream.
+    mariadb-backup's small metadata files from ``--extra-lsndir``: the LSN range and a
+    human record. Both are also inside the xbstream.
+
+Kinds and strategies:
+
+* full, instance: ``mariadb-backup --backup``;
+* incremental: ``--incremental-lsn=<parent to_lsn>``; ``extra`` carries ``from_lsn`` /
+  ``to_lsn`` so a chain can be checked before anything is extracted;
+* per database (``--databases``): the chosen databases plus the system schemas
+  (``mysql``, ``performance_schema``, ``sys``) and the InnoDB system tablespace and
+  redo log, which a partial copy always holds. A restored partial set starts like any
+  server and serves the chosen databases; the other databases' directories are absent,
+  but InnoDB's data dictionary (in ``ibdata1``) still lists their tables. Such a table
+  is an orphan: reading it fails with "tablespace is missing", and it must be removed
+  with ``DROP TABLE IF EXISTS db.t`` (after ``CREATE DATABASE db``) before a table of
+  that name can be created again.
+
+Restoring a chain extracts the full set into the data directory and prepares it, then
+extracts each incremental into a scratch directory beside the data directory and
+applies it with ``--prepare --incremental-dir`` (MariaDB 10.2+ needs no
+``--apply-log-only``). Preparing consumes the ``.delta`` files, which is why they are
+always extracted copies: stored objects are only ever read.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import pwd
 import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from rdsbackup.engines.base import (
+    BackupKind,
     BackupPlan,
+    BackupStrategy,
     EngineError,
     ObjectSink,
     ObjectSource,
@@ -43,6 +67,7 @@ from rdsbackup.engines.tools import (
     mysql_option_file,
     tool_version,
 )
+from rdsbackup.manifest import Manifest
 
 DATA_OBJECT = "data.xbstream"
 CHECKPOINTS = "xtrabackup_checkpoints"
@@ -50,6 +75,8 @@ INFO = "xtrabackup_info"
 SUCCESS = "completed OK!"
 EXIT_TIMEOUT = 600.0
 """Seconds a tool may take to exit once its output stream has ended."""
+PARTIAL_SYSTEM_SCHEMAS = ("mysql", "performance_schema", "sys")
+"""Always in a per-database set: without ``mysql`` the restored server cannot start."""
 
 _POSITION = re.compile(
     r"filename '(?P<file>[^']*)', position '(?P<pos>\d+)'"
@@ -69,10 +96,39 @@ def backup_binary() -> str:
     return find_binary("mariadb-backup", "mariabackup")
 
 
+def backup_args(
+    binary: str, options: Path, data_dir: Path, scratch: Path, plan: BackupPlan
+) -> list[str]:
+    args = [
+        binary,
+        f"--defaults-extra-file={options}",
+        "--backup",
+        "--stream=xbstream",
+        f"--parallel={max(1, plan.parallel)}",
+        f"--datadir={data_dir}",
+        f"--target-dir={scratch}",
+        f"--extra-lsndir={scratch}",
+    ]
+    if plan.kind == BackupKind.INCREMENTAL:
+        args.append(f"--incremental-lsn={parent_lsn(plan.parent)}")
+    if plan.strategy == BackupStrategy.DB:
+        names = [*plan.databases, *(s for s in PARTIAL_SYSTEM_SCHEMAS if s not in plan.databases)]
+        args.append(f"--databases={' '.join(names)}")
+    return args
+
+
+def parent_lsn(parent: Manifest | None) -> str:
+    """The ``to_lsn`` an incremental continues from; EngineError when there is none."""
+    lsn = parent.extra.get("to_lsn", "") if parent is not None else ""
+    if not lsn.isdigit():
+        raise EngineError("an incremental backup needs a physical parent set with a to_lsn")
+    return lsn
+
+
 def backup_physical(
     access: ServerAccess, plan: BackupPlan, sink: ObjectSink, on_phase: ProgressCallback
 ) -> PhysicalOutcome:
-    """Stream a full physical copy of the server's data directory into ``sink``."""
+    """Stream a physical copy (full, incremental or partial) of the server into ``sink``."""
     if access.data_dir is None:
         raise EngineError("a physical backup needs the server's data directory")
     binary = backup_binary()
@@ -82,16 +138,7 @@ def backup_physical(
             access.host, access.port, access.user, access.password, owner=access.os_user
         ) as options,
     ):
-        args = [
-            binary,
-            f"--defaults-extra-file={options}",
-            "--backup",
-            "--stream=xbstream",
-            f"--parallel={max(1, plan.parallel)}",
-            f"--datadir={access.data_dir}",
-            f"--target-dir={scratch}",
-            f"--extra-lsndir={scratch}",
-        ]
+        args = backup_args(binary, options, access.data_dir, scratch, plan)
         on_phase("Uploading")
         with ToolProcess(args, cwd=scratch, os_user=access.os_user) as tool:
             sink.put(DATA_OBJECT, tool.stdout)
@@ -112,24 +159,61 @@ def backup_physical(
     )
 
 
-def restore_physical(source: ObjectSource, data_dir: Path) -> None:
-    """Extract ``data.xbstream`` into the empty ``data_dir`` and prepare it.
+def check_chain(manifests: Sequence[Manifest]) -> None:
+    """A full physical set, then incrementals each starting where the previous ended."""
+    first = manifests[0]
+    if first.kind != BackupKind.FULL or first.strategy != BackupStrategy.INSTANCE:
+        raise EngineError("a restore chain must start with a full instance set")
+    for n, (before, after) in enumerate(itertools.pairwise(manifests), 1):
+        if after.kind != BackupKind.INCREMENTAL:
+            raise EngineError(f"set {n + 1} of the chain is not an incremental set")
+        if after.extra.get("from_lsn") != before.extra.get("to_lsn"):
+            raise EngineError(
+                f"set {n + 1} of the chain starts at LSN {after.extra.get('from_lsn')}"
+                f" but set {n} ends at LSN {before.extra.get('to_lsn')}"
+            )
+
+
+def restore_chain(sets: Sequence[tuple[Manifest, ObjectSource]], data_dir: Path) -> None:
+    """Materialise ``data_dir`` from a full set and the incrementals built on it.
 
     The tools run as the owner of ``data_dir`` (when we are root), so the files they
     write belong to whoever will run the server on it.
     """
+    if len(sets) > 1:
+        check_chain([m for m, _ in sets])
+    require_empty(data_dir)
+    owner = owner_of(data_dir)
+    (_, full), *incrementals = sets
+    extract(full, data_dir, owner)
+    prepare(data_dir, owner)
+    for _, source in incrementals:
+        with _incremental_dir(data_dir, owner) as scratch:
+            extract(source, scratch, owner)
+            prepare(data_dir, owner, incremental_dir=scratch)
+
+
+def require_empty(data_dir: Path) -> None:
     if not data_dir.is_dir() or any(data_dir.iterdir()):
         raise EngineError(f"{data_dir} must be an existing, empty directory")
-    owner = _owner(data_dir)
-    args = [find_binary("mbstream"), "-x", "-C", str(data_dir)]
+
+
+def extract(source: ObjectSource, target: Path, owner: str | None) -> None:
+    """``mbstream -x`` the set's xbstream into ``target``."""
+    args = [find_binary("mbstream"), "-x", "-C", str(target)]
     with ToolProcess(
-        args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=data_dir, os_user=owner
+        args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=target, os_user=owner
     ) as tool:
         with source.open(DATA_OBJECT) as reader:
             feed(reader, tool)
         check_tool(tool)
-    prepare = [backup_binary(), "--prepare", f"--target-dir={data_dir}"]
-    with ToolProcess(prepare, stdout=subprocess.DEVNULL, cwd=data_dir, os_user=owner) as tool:
+
+
+def prepare(data_dir: Path, owner: str | None, incremental_dir: Path | None = None) -> None:
+    args = [backup_binary(), "--prepare", f"--target-dir={data_dir}"]
+    if incremental_dir is not None:
+        args.append(f"--incremental-dir={incremental_dir}")
+    with ToolProcess(args, stdout=subprocess.DEVNULL, cwd=data_dir, os_user=owner) as tool:
         check_tool(tool, SUCCESS)
 
 
@@ -192,7 +276,22 @@ def _scratch_dir(os_user: str | None) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _owner(path: Path) -> str | None:
+@contextmanager
+def _incremental_dir(data_dir: Path, owner: str | None) -> Iterator[Path]:
+    """A scratch directory for one extracted incremental: beside ``data_dir`` (the same
+    file system, which will hold the data anyway), else in the system temp folder."""
+    try:
+        path = Path(tempfile.mkdtemp(prefix=".rdsbackup-incremental-", dir=data_dir.parent))
+    except OSError:
+        path = Path(tempfile.mkdtemp(prefix="rdsbackup-incremental-"))
+    try:
+        chown_for(path, owner)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def owner_of(path: Path) -> str | None:
     """The name of the user owning ``path``, when we are root and it is someone else."""
     uid = path.stat().st_uid
     if os.geteuid() != 0 or uid == 0:

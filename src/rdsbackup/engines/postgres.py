@@ -2,11 +2,14 @@
 
 Tools driven (found through ``pg_config --bindir`` or ``/usr/lib/postgresql/*/bin``):
 
-* ``pg_basebackup`` - physical backups of the whole instance
+* ``pg_basebackup`` - Physical backups of the whole instance
   (:mod:`rdsbackup.engines.postgres_physical`);
-* ``pg_verifybackup`` (with ``pg_waldump``) - checks a restored physical set;
-* ``pg_dump`` and ``pg_dumpall --globals-only`` - logical backups;
-* ``pg_restore`` and ``psql`` - logical restores
+* GNU ``tar`` and ``pg_controldata`` - Snapshot backups of a local instance: the data
+  directory copied between ``pg_backup_start`` and ``pg_backup_stop``, with its WAL
+  (:mod:`rdsbackup.engines.postgres_snapshot`);
+* ``pg_verifybackup`` (with ``pg_waldump``) - checks a restored Physical or Snapshot set;
+* ``pg_dump`` and ``pg_dumpall --globals-only`` - Logical backups;
+* ``pg_restore`` and ``psql`` - Logical restores
   (:mod:`rdsbackup.engines.postgres_logical`).
 
 Passwords reach the tools as ``PGPASSWORD`` only, never on a command line. Database
@@ -16,6 +19,10 @@ Databases: ``probe`` lists the user databases the way RDS does, that is every
 connectable non-template database except ``postgres``. A Logical instance backup
 still dumps ``postgres`` too (so nothing stored there is lost), and a restore loads
 it into the target's existing ``postgres`` database.
+
+Not supported: incremental backups (PostgreSQL 15 base backups have no incremental
+form), Physical or Snapshot backups of single databases, and Physical or Snapshot
+backups of instances with user tablespaces.
 """
 
 from __future__ import annotations
@@ -36,16 +43,20 @@ from rdsbackup.engines.base import (
     ProgressCallback,
     ServerAccess,
     ServerInfo,
+    StoredSet,
     UnsupportedPlan,
 )
 from rdsbackup.engines.postgres_common import Connection, rows, scalar, server_version, session
 from rdsbackup.engines.postgres_logical import (
     DUMPABLE,
+    expected_dump_bytes,
     logical_backup,
     logical_restore,
     user_databases,
 )
 from rdsbackup.engines.postgres_physical import base_backup, restore_base
+from rdsbackup.engines.postgres_snapshot import check_snapshot, snapshot_backup
+from rdsbackup.engines.postgres_snapshot import expected_bytes as snapshot_bytes
 from rdsbackup.manifest import Manifest
 
 _DATABASES = """
@@ -57,29 +68,32 @@ _PHYSICAL_SIZE = (
     "SELECT (SELECT sum(pg_database_size(oid)) FROM pg_database)::bigint"
     " + pg_size_bytes(current_setting('wal_segment_size'))"
 )
-_SIZE_OF = (
-    "SELECT coalesce(sum(pg_database_size(oid)), 0)::bigint FROM pg_database"
-    " WHERE datname = ANY(%s)"
-)
 _READ_ONLY = "SELECT pg_is_in_recovery() OR current_setting('default_transaction_read_only') = 'on'"
 _USER_TABLESPACES = (
     "SELECT spcname FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')"
 )
 _UNSUPPORTED_STRATEGY = (
-    "PostgreSQL physical backups cover the whole instance; "
+    "PostgreSQL Physical and Snapshot backups cover the whole instance; "
     "use BackupMethod=Logical with BackupStrategy=db"
 )
+_NO_INCREMENTAL = (
+    "PostgreSQL 15 base backups have no incremental form (pg_basebackup --incremental"
+    " needs PostgreSQL 17); take a FullBackup"
+)
+_WHOLE_INSTANCE = (BackupMethod.PHYSICAL, BackupMethod.SNAPSHOT)
 
 
 class PostgresEngine(Engine):
-    """PostgreSQL through pg_basebackup (Physical) and pg_dump/pg_dumpall (Logical);
-    restores through tar extraction + pg_verifybackup, and psql + pg_restore.
+    """PostgreSQL through pg_basebackup (Physical), tar between pg_backup_start and
+    pg_backup_stop (Snapshot) and pg_dump/pg_dumpall (Logical); restores through tar
+    extraction + pg_verifybackup, and psql + pg_restore.
 
-    Physical sets are consistent at ``stop_lsn`` (positions: start_lsn, stop_lsn,
-    timeline; ``consistent_time`` is taken when pg_basebackup has finished, so it is
-    at or just after that point). Logical sets take one pg_dump snapshot per database:
-    each database is consistent in itself, somewhere between ``start_lsn`` and
-    ``stop_lsn``, and ``consistent_time`` is when the first dump was started.
+    Physical and Snapshot sets are consistent at ``stop_lsn`` (positions: start_lsn,
+    stop_lsn, timeline; ``consistent_time`` is taken when pg_basebackup has finished,
+    or pg_backup_stop has returned, so it is at or just after that point). Logical
+    sets take one pg_dump snapshot per database: each database is consistent in
+    itself, somewhere between ``start_lsn`` and ``stop_lsn``, and ``consistent_time``
+    is when the first dump was started.
 
     ``restore_jobs`` is ``pg_restore --jobs``; ``spool_dir`` is where a logical restore
     keeps the one dump it is loading (default: the system temporary folder).
@@ -107,8 +121,10 @@ class PostgresEngine(Engine):
     def check_plan(self, plan: BackupPlan, access: ServerAccess) -> None:
         _check_static(plan)
         with session(access) as conn:
-            if plan.method == BackupMethod.PHYSICAL:
+            if plan.method in _WHOLE_INSTANCE:
                 _check_tablespaces(conn)
+            if plan.method == BackupMethod.SNAPSHOT:
+                check_snapshot(conn, access)
             elif plan.strategy == BackupStrategy.DB:
                 _check_databases(conn, plan.databases)
 
@@ -116,7 +132,10 @@ class PostgresEngine(Engine):
         with session(access) as conn:
             if plan.method == BackupMethod.PHYSICAL:
                 return int(scalar(conn, _PHYSICAL_SIZE))
-            return int(scalar(conn, _SIZE_OF, (list(_logical_databases(conn, plan)),)))
+            if plan.method == BackupMethod.SNAPSHOT:
+                return snapshot_bytes(conn, access)
+            databases = _logical_databases(conn, plan)
+        return expected_dump_bytes(access, databases)
 
     def backup(
         self,
@@ -129,20 +148,23 @@ class PostgresEngine(Engine):
         self.check_plan(plan, access)
         if plan.method == BackupMethod.PHYSICAL:
             return _physical(access, sink, on_phase)
+        if plan.method == BackupMethod.SNAPSHOT:
+            with session(access) as conn:
+                return snapshot_backup(conn, access, sink, on_phase)
         with session(access) as conn:
             databases = _logical_databases(conn, plan)
         on_phase("Uploading")
         return logical_backup(access, databases, plan.parallel, sink)
 
     def restore_physical(
-        self, manifest: Manifest, source: ObjectSource, data_dir: Path, chain: list[Manifest]
+        self, manifest: Manifest, source: ObjectSource, data_dir: Path, chain: list[StoredSet]
     ) -> None:
         if chain:
             raise EngineError(
                 "PostgreSQL physical sets are always full: there is no incremental chain"
             )
-        if manifest.method != BackupMethod.PHYSICAL:
-            raise EngineError(f"not a physical set: method {manifest.method}")
+        if manifest.method not in _WHOLE_INSTANCE:
+            raise EngineError(f"not a physical or snapshot set: method {manifest.method}")
         restore_base(source, data_dir)
 
     def restore_logical(
@@ -160,13 +182,9 @@ class PostgresEngine(Engine):
 
 
 def _check_static(plan: BackupPlan) -> None:
-    if plan.method == BackupMethod.SNAPSHOT:
-        raise UnsupportedPlan("method", "Snapshot backups of PostgreSQL are not supported")
     if plan.kind == BackupKind.INCREMENTAL:
-        raise UnsupportedPlan(
-            "kind", "PostgreSQL 15 base backups have no incremental form; take a FullBackup"
-        )
-    if plan.method == BackupMethod.PHYSICAL and plan.strategy == BackupStrategy.DB:
+        raise UnsupportedPlan("kind", _NO_INCREMENTAL)
+    if plan.method in _WHOLE_INSTANCE and plan.strategy == BackupStrategy.DB:
         raise UnsupportedPlan("strategy", _UNSUPPORTED_STRATEGY)
     if plan.strategy == BackupStrategy.DB and not plan.databases:
         raise UnsupportedPlan("strategy", "BackupStrategy=db needs at least one database")
@@ -177,7 +195,8 @@ def _check_tablespaces(conn: Connection) -> None:
     if names:
         raise UnsupportedPlan(
             "method",
-            "physical backups of instances with user tablespaces are not supported "
+            "Physical and Snapshot backups of instances with user tablespaces are not"
+            " supported "
             f"({', '.join(names)}); use BackupMethod=Logical",
         )
 

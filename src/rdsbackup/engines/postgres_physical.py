@@ -52,7 +52,6 @@ def basebackup_args(binary: str) -> list[str]:
         "--format=tar",
         "--wal-method=fetch",
         "--checkpoint=fast",
-        "--manifest-checksums=SHA256",
         "--verbose",
         "--no-password",
     ]

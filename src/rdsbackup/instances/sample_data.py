@@ -280,16 +280,24 @@ def _load_mariadb(access: ServerAccess, rows: int, databases: Sequence[str]) -> 
             cur.execute(
                 f"CREATE DATABASE {quoted} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
             )
-            cur.execute(f"USE {quoted}")
-            for ddl in _MARIADB_DDL:
-                cur.execute(ddl)
-            for table in sample_tables(db, rows):
-                cols = ", ".join(f"`{c}`" for c in table.columns)
-                marks = ", ".join(["%s"] * len(table.columns))
-                insert = f"INSERT INTO `{table.name}` ({cols}) VALUES ({marks})"
-                for start in range(0, len(table.rows), 1000):
-                    cur.executemany(insert, table.rows[start : start + 1000])
-            conn.commit()
+            try:
+                cur.execute(f"USE {quoted}")
+                _fill_mariadb(cur, db, rows)
+                conn.commit()
+            except BaseException:
+                cur.execute(f"DROP DATABASE {quoted}")  # no half-filled database is "present"
+                raise
+
+
+def _fill_mariadb(cur: Any, db: str, rows: int) -> None:
+    for ddl in _MARIADB_DDL:
+        cur.execute(ddl)
+    for table in sample_tables(db, rows):
+        cols = ", ".join(f"`{c}`" for c in table.columns)
+        marks = ", ".join(["%s"] * len(table.columns))
+        insert = f"INSERT INTO `{table.name}` ({cols}) VALUES ({marks})"
+        for start in range(0, len(table.rows), 1000):
+            cur.executemany(insert, table.rows[start : start + 1000])
 
 
 def _pg_table(name: str) -> sql.Composable:
@@ -313,8 +321,12 @@ def _load_postgres(access: ServerAccess, rows: int, databases: Sequence[str]) ->
                     sql.Identifier(db)
                 )
             )
-            with psycopg.connect(dbname=db, **params) as conn:
-                _fill_postgres(conn, db, rows)
+            try:
+                with psycopg.connect(dbname=db, **params) as conn:
+                    _fill_postgres(conn, db, rows)
+            except BaseException:
+                admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(db)))
+                raise
 
 
 def _fill_postgres(conn: psycopg.Connection[Any], db: str, rows: int) -> None:

@@ -32,28 +32,31 @@ class Supervisor:
         self.instances_dir = instances_dir
         self._lock = threading.Lock()
 
-    def provision(
+    def register_local(
         self,
         engine: str,
         account_id: int,
+        admin_user: str,
+        admin_password: str,
         *,
         description: str = "",
         resource_group_id: str = "",
         region_id: str = "",
         zone_id: str = "",
-    ) -> str:
-        """Create a new local server and register it; returns its instance id."""
+    ) -> tuple[str, LocalServer]:
+        """Record a new local instance (Creating) with its folder and a free port; the
+        caller fills its data directory and starts it."""
         instance_id = new_instance_id(engine)
-        base = self.instances_dir / instance_id
-        server = local_server(engine, base, free_port(), ADMIN_USER, new_password())
+        base = self.base_dir(instance_id)
+        server = local_server(engine, base, free_port(), admin_user, admin_password)
         self.inventory.register(
             Registration(
                 account_id=account_id,
                 engine=engine,
                 host="127.0.0.1",
                 port=server.port,
-                admin_user=server.admin_user,
-                admin_password=server.admin_password,
+                admin_user=admin_user,
+                admin_password=admin_password,
                 data_dir=server.data_dir,
                 os_user=server.os_user,
                 local=True,
@@ -65,6 +68,29 @@ class Supervisor:
                 instance_id=instance_id,
             )
         )
+        return instance_id, server
+
+    def provision(
+        self,
+        engine: str,
+        account_id: int,
+        *,
+        description: str = "",
+        resource_group_id: str = "",
+        region_id: str = "",
+        zone_id: str = "",
+    ) -> str:
+        """Create a new local server and register it; returns its instance id."""
+        instance_id, server = self.register_local(
+            engine,
+            account_id,
+            ADMIN_USER,
+            new_password(),
+            description=description,
+            resource_group_id=resource_group_id,
+            region_id=region_id,
+            zone_id=zone_id,
+        )
         try:
             server.initialize()
             server.start()
@@ -74,6 +100,9 @@ class Supervisor:
         self.inventory.set_status(instance_id, "Running")
         self.inventory.probe(instance_id)
         return instance_id
+
+    def base_dir(self, instance_id: str) -> Path:
+        return self.instances_dir / instance_id
 
     def server(self, instance_id: str) -> LocalServer:
         with self.catalog.read() as s:

@@ -8,7 +8,7 @@ import logging
 from sqlalchemy import select
 
 from rdsbackup.catalog.db import Catalog
-from rdsbackup.catalog.models import BackupSet
+from rdsbackup.catalog.models import BackupJob, BackupSet
 from rdsbackup.jobs.leases import Leases
 from rdsbackup.jobs.runner import record_failure
 from rdsbackup.storage.base import Storage
@@ -26,11 +26,13 @@ class Janitor:
     def reap_jobs(self) -> list[int]:
         dead = self.leases.reap()
         for job in dead:
-            log.warning("job %s failed: %s", job.job_id, job.reason)
-            if job.storage_prefix:
-                self.storage.delete_prefix(job.storage_prefix)
-            record_failure(self.catalog, job.job_id, job.reason, owner=None)
-        return [j.job_id for j in dead]
+            log.warning("job %s failed: %s", job.id, job.reason)
+            with self.catalog.read() as s:
+                prefix = s.get_one(BackupJob, job.id).storage_prefix
+            if prefix:
+                self.storage.delete_prefix(prefix)
+            record_failure(self.catalog, job.id, job.reason, owner=None)
+        return [j.id for j in dead]
 
     def expire_sets(self) -> list[int]:
         """Delete sets past their retention, never a set another set still depends on."""

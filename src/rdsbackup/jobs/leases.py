@@ -1,122 +1,161 @@
-"""Job leases: a job runs only while its worker keeps renewing the lease.
+"""Leases: a job or task runs only while its worker keeps renewing its lease.
 
-A lease owner is ``node:pid:incarnation``. A job whose lease expired, or whose owner
-was a process on this node that no longer exists, is failed by :meth:`Leases.reap`:
-no job stays "running" after its worker died, and its instance is free at once.
+A lease owner is ``node:pid:incarnation``. Work whose lease expired, or whose owner was
+a process on this node that no longer exists, is failed by :meth:`Leases.reap`: nothing
+stays "running" after its worker died. The same mechanism serves backup jobs and
+restore tasks (:data:`BACKUP_JOBS`, :data:`RESTORE_TASKS`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import uuid
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import or_, select, update
 
-from rdsbackup.catalog.db import Catalog
-from rdsbackup.catalog.models import JOB_PROGRESSING as RUNNING
-from rdsbackup.catalog.models import BackupJob
+from rdsbackup.catalog.db import Catalog, affected
+from rdsbackup.catalog.models import JOB_PROGRESSING, BackupJob, RestoreTask
 from rdsbackup.timeutil import utcnow
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class DeadJob:
-    job_id: int
-    storage_prefix: str
+class LeaseTable:
+    model: Any
+    pending: str
+    running: tuple[str, ...]
+    on_claim: dict[str, str] = field(default_factory=dict)
+    on_fail: dict[str, str] = field(default_factory=dict)
+
+
+BACKUP_JOBS = LeaseTable(
+    BackupJob,
+    "NoStart",
+    JOB_PROGRESSING,
+    on_claim={"status": "Checking", "progress_status": "Checking"},
+    on_fail={"status": "Failed", "progress_status": "Failed"},
+)
+RESTORE_TASKS = LeaseTable(
+    RestoreTask,
+    "Pending",
+    ("Running",),
+    on_claim={"status": "Running"},
+    on_fail={"status": "Failed"},
+)
+
+
+@dataclass(frozen=True)
+class DeadWork:
+    id: int
     reason: str
 
 
 class Leases:
-    def __init__(self, catalog: Catalog, node_id: str, lease_seconds: float) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        node_id: str,
+        lease_seconds: float,
+        table: LeaseTable = BACKUP_JOBS,
+    ) -> None:
         self.catalog = catalog
         self.node_id = node_id
         self.pid = os.getpid()
         self.owner = f"{node_id}:{self.pid}:{uuid.uuid4().hex[:12]}"
         self.ttl = timedelta(seconds=lease_seconds)
+        self.table = table
 
-    def claim(self, job_id: int) -> bool:
-        now = utcnow()
+    def for_table(self, table: LeaseTable) -> Leases:
+        """The same owner (this process), leasing another kind of work."""
+        other = Leases(self.catalog, self.node_id, self.ttl.total_seconds(), table)
+        other.owner = self.owner
+        return other
+
+    def claim(self, work_id: int) -> bool:
+        m, now = self.table.model, utcnow()
         with self.catalog.write() as s:
             result = s.execute(
-                update(BackupJob)
-                .where(
-                    BackupJob.id == job_id,
-                    BackupJob.status == "NoStart",
-                    BackupJob.lease_owner.is_(None),
-                )
+                update(m)
+                .where(m.id == work_id, m.status == self.table.pending, m.lease_owner.is_(None))
                 .values(
                     lease_owner=self.owner,
                     lease_expires_at=now + self.ttl,
-                    status="Checking",
-                    progress_status="Checking",
                     started_at=now,
+                    **self.table.on_claim,
                 )
             )
-            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+            return affected(result) == 1
 
-    def renew(self, job_id: int, **values: object) -> bool:
+    def renew(self, work_id: int, **values: object) -> bool:
         """Extend the lease (and record ``values``); False when the lease was lost."""
+        m = self.table.model
         with self.catalog.write() as s:
             result = s.execute(
-                update(BackupJob)
+                update(m)
                 .where(
-                    BackupJob.id == job_id,
-                    BackupJob.lease_owner == self.owner,
-                    BackupJob.status.in_(RUNNING),
+                    m.id == work_id, m.lease_owner == self.owner, m.status.in_(self.table.running)
                 )
                 .values(lease_expires_at=utcnow() + self.ttl, **values)
             )
-            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+            return affected(result) == 1
 
     def pending(self) -> list[int]:
-        """Jobs nobody has started (their dispatcher may have died before running them)."""
+        """Work nobody has started (its dispatcher may have died before running it)."""
+        m = self.table.model
         with self.catalog.read() as s:
             return list(
                 s.scalars(
-                    select(BackupJob.id)
-                    .where(BackupJob.status == "NoStart", BackupJob.lease_owner.is_(None))
-                    .order_by(BackupJob.id)
+                    select(m.id)
+                    .where(m.status == self.table.pending, m.lease_owner.is_(None))
+                    .order_by(m.id)
                 )
             )
 
-    def reap(self) -> list[DeadJob]:
-        """Fail every running job whose worker is gone; returns them for cleanup."""
-        now = utcnow()
-        dead: list[DeadJob] = []
+    def reap(self) -> list[DeadWork]:
+        """Fail all running work whose worker is gone; returns it for cleanup."""
+        m, now = self.table.model, utcnow()
+        dead: list[DeadWork] = []
         with self.catalog.write() as s:
-            jobs = s.scalars(
-                select(BackupJob).where(
-                    BackupJob.status.in_(RUNNING),
-                    or_(BackupJob.lease_owner.is_(None), BackupJob.lease_owner != self.owner),
+            rows = s.scalars(
+                select(m).where(
+                    m.status.in_(self.table.running),
+                    or_(m.lease_owner.is_(None), m.lease_owner != self.owner),
                 )
             )
-            for job in jobs:
-                reason = self._why_dead(job.lease_owner, job.lease_expires_at, now)
+            for row in rows:
+                reason = self._why_dead(row.lease_owner, row.lease_expires_at, now)
                 if reason is None:
                     continue
-                job.status = job.progress_status = "Failed"
-                job.failed_reason = reason
-                job.finished_at = now
-                job.lease_owner = None
-                dead.append(DeadJob(job.id, job.storage_prefix, reason))
+                for name, value in self.table.on_fail.items():
+                    setattr(row, name, value)
+                row.failed_reason = reason
+                row.finished_at = now
+                row.lease_owner = None
+                dead.append(DeadWork(row.id, reason))
         return dead
 
-    def _why_dead(self, owner: str | None, expires: object, now: object) -> str | None:
+    def _why_dead(self, owner: str | None, expires: datetime | None, now: datetime) -> str | None:
         if owner is None:
-            return "the job lost its worker before it could record progress"
+            return "the work lost its worker before it could record progress"
         node, _, rest = owner.partition(":")
         pid_text = rest.partition(":")[0]
         if node == self.node_id and pid_text.isdigit() and not _alive(int(pid_text), self.pid):
-            return f"the worker process running this job ({owner}) stopped"
-        if expires is not None and expires < now:  # type: ignore[operator]
-            return f"the worker running this job ({owner}) stopped renewing its lease"
+            return f"the worker process running this ({owner}) stopped"
+        if expires is not None and expires < now:
+            return f"the worker running this ({owner}) stopped renewing its lease"
         return None
 
 
 def _alive(pid: int, my_pid: int) -> bool:
     if pid == my_pid:
-        return False  # an earlier incarnation of this very pid cannot be running jobs now
+        return False  # an earlier incarnation of this very pid cannot be running work now
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -124,3 +163,38 @@ def _alive(pid: int, my_pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class Heartbeat:
+    """Renews a lease every ``interval`` seconds while the work runs, recording what
+    ``values()`` returns (progress) with each renewal. ``lost`` is set once the lease
+    is gone."""
+
+    def __init__(
+        self,
+        leases: Leases,
+        work_id: int,
+        interval: float,
+        values: Callable[[], dict[str, object]] = dict,
+    ) -> None:
+        self.leases, self.work_id, self.interval, self.values = leases, work_id, interval, values
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"lease-{work_id}")
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if not self.leases.renew(self.work_id, **self.values()):
+                    self.lost.set()
+                    return
+            except Exception:
+                log.exception("renewing the lease of %s failed", self.work_id)

@@ -13,33 +13,26 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
-from rdsbackup.catalog.db import Catalog
+from rdsbackup.catalog.db import Catalog, affected
 from rdsbackup.catalog.models import (
     JOB_PROGRESSING,
     BackupJob,
     BackupObject,
     BackupSet,
     Instance,
+    join_names,
 )
-from rdsbackup.engines.base import (
-    BackupKind,
-    BackupMethod,
-    BackupPlan,
-    BackupResult,
-    BackupStrategy,
-    EngineError,
-)
+from rdsbackup.engines.base import BackupPlan, BackupResult, EngineError
 from rdsbackup.engines.registry import EngineRegistry
 from rdsbackup.instances.inventory import Inventory
-from rdsbackup.jobs.leases import Leases
+from rdsbackup.jobs.leases import Heartbeat, Leases
+from rdsbackup.jobs.planning import Parent, Planner
 from rdsbackup.manifest import MANIFEST_NAME, Manifest
-from rdsbackup.service.views import join_names, split_names
 from rdsbackup.storage.base import Storage
 from rdsbackup.storage.streams import SetWriter
 from rdsbackup.timeutil import to_wire, utcnow
@@ -53,7 +46,7 @@ class RunOptions:
     compression_level: int = 1
     compression_threads: int = 2
     parallel: int = 2
-    heartbeat_seconds: float = 2.0
+    heartbeat_seconds: float = 1.0
 
 
 class JobFailed(Exception):
@@ -65,39 +58,18 @@ class LeaseLost(JobFailed):
 
 
 class _Progress:
-    """Renews the lease and records bytes and Process every heartbeat."""
+    """Bytes read so far against the expected total, as the heartbeat records them."""
 
-    def __init__(self, leases: Leases, job_id: int, interval: float) -> None:
-        self.leases, self.job_id, self.interval = leases, job_id, interval
+    def __init__(self) -> None:
         self.writer: SetWriter | None = None
         self.expected = 0
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"job-{job_id}-lease", daemon=True)
 
-    def __enter__(self) -> _Progress:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def values(self) -> dict[str, int]:
+    def values(self) -> dict[str, object]:
         if self.writer is None:
             return {}
         done = self.writer.raw_bytes
         process = min(99, done * 100 // self.expected) if self.expected > 0 else 0
         return {"bytes_done": done, "process": process}
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                if not self.leases.renew(self.job_id, **self.values()):
-                    self.lost.set()
-                    return
-            except Exception:
-                log.exception("job %s: renewing the lease failed", self.job_id)
 
 
 class JobRunner:
@@ -108,6 +80,7 @@ class JobRunner:
         engines: EngineRegistry,
         storage: Storage,
         leases: Leases,
+        planner: Planner,
         options: RunOptions,
     ) -> None:
         self.catalog = catalog
@@ -115,6 +88,7 @@ class JobRunner:
         self.engines = engines
         self.storage = storage
         self.leases = leases
+        self.planner = planner
         self.options = options
 
     def run(self, job_id: int) -> None:
@@ -122,23 +96,27 @@ class JobRunner:
             return
         job = self._job(job_id)
         prefix = f"{job.instance_id}/{job.id}/"
+        progress = _Progress()
         try:
-            with _Progress(self.leases, job_id, self.options.heartbeat_seconds) as progress:
-                self._run(job, prefix, progress)
+            with Heartbeat(
+                self.leases, job_id, self.options.heartbeat_seconds, progress.values
+            ) as heartbeat:
+                self._run(job, prefix, progress, heartbeat)
         except Exception as e:
             reason = e.reason if isinstance(e, EngineError) else str(e) or type(e).__name__
             if not isinstance(e, (EngineError, JobFailed)):
                 log.exception("job %s failed unexpectedly", job_id)
             self.fail(job_id, prefix, reason)
 
-    def _run(self, job: BackupJob, prefix: str, progress: _Progress) -> None:
+    def _run(self, job: BackupJob, prefix: str, progress: _Progress, heartbeat: Heartbeat) -> None:
         started = utcnow()
         engine = self.engines.for_engine(self.inventory.engine_name(job.instance_id))
         if self.inventory.probe(job.instance_id) is None:
             raise JobFailed(f"the instance is not answering: {self._status_reason(job)}")
         self._phase(job.id, "Preparing")
         access = self.inventory.access(job.instance_id)
-        plan = self._plan(job)
+        resolved = self.planner.resolve(job, engine, access, self.options.parallel)
+        plan, parent = resolved.plan, resolved.parent
         engine.check_plan(plan, access)
         progress.expected = engine.expected_bytes(access, plan)
         self._phase(
@@ -151,32 +129,24 @@ class JobRunner:
         writer = SetWriter(
             self.storage,
             prefix,
-            compression=self.options.compression,
+            compression=job.compression or self.options.compression,
             level=self.options.compression_level,
             threads=self.options.compression_threads,
         )
         progress.writer = writer
         result = engine.backup(access, plan, writer, lambda phase: self._phase(job.id, phase))
-        if progress.lost.is_set():
+        if heartbeat.lost.is_set():
             raise LeaseLost("the job's lease was lost while it ran")
-        manifest = self._manifest(job, plan, result, writer, started)
+        manifest = self._manifest(job, plan, parent, result, writer, started)
         data = manifest.to_json()
         self.storage.write_bytes(prefix + MANIFEST_NAME, data)
-        self._finish(job, plan, manifest, hashlib.sha256(data).hexdigest(), result, started)
-
-    def _plan(self, job: BackupJob) -> BackupPlan:
-        return BackupPlan(
-            method=BackupMethod(job.method),
-            strategy=BackupStrategy(job.strategy),
-            kind=BackupKind(job.kind),
-            databases=tuple(split_names(job.db_names)),
-            parallel=self.options.parallel,
-        )
+        self._finish(job, plan, parent, manifest, hashlib.sha256(data).hexdigest(), result, started)
 
     def _manifest(
         self,
         job: BackupJob,
         plan: BackupPlan,
+        parent: Parent | None,
         result: BackupResult,
         writer: SetWriter,
         started: datetime,
@@ -197,12 +167,15 @@ class JobRunner:
             consistent_time=to_wire(result.consistent_time) if result.consistent_time else None,
             extra=result.extra,
             compression={"algorithm": writer.compression, "level": str(writer.level)},
+            parent_backup_id=str(parent.backup_id) if parent else None,
+            chain=parent.chain if parent else [],
         )
 
     def _finish(
         self,
         job: BackupJob,
         plan: BackupPlan,
+        parent: Parent | None,
         manifest: Manifest,
         checksum: str,
         result: BackupResult,
@@ -234,6 +207,7 @@ class JobRunner:
                 host_instance_id=job.instance_id,
                 retention_days=job.retention_days,
                 expire_time=_expiry(now, job.retention_days),
+                parent_id=parent.backup_id if parent else None,
                 objects=[
                     BackupObject(
                         name=o.name,
@@ -264,7 +238,7 @@ class JobRunner:
                     bytes_done=backup.raw_size,
                 )
             )
-            if done.rowcount != 1:  # type: ignore[attr-defined]
+            if affected(done) != 1:
                 raise LeaseLost("the job was failed by another worker before it could finish")
 
     def fail(self, job_id: int, prefix: str, reason: str) -> None:

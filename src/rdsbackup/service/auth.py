@@ -11,7 +11,7 @@ from fnmatch import fnmatchcase
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from rdsbackup.catalog.db import Catalog
+from rdsbackup.catalog.db import Catalog, affected
 from rdsbackup.catalog.models import AccessKey, Account, Nonce
 from rdsbackup.catalog.secrets import SecretBox
 from rdsbackup.service.errors import InvalidValue, ServiceError
@@ -79,7 +79,7 @@ class KeyStore:
     def purge_nonces(self, now: datetime | None = None) -> int:
         with self.catalog.write() as s:
             result = s.execute(delete(Nonce).where(Nonce.expires_at < (now or utcnow())))
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+            return affected(result)
 
 
 class AccountAdmin:

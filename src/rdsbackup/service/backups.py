@@ -11,7 +11,7 @@ write lock at ``BEGIN IMMEDIATE``) while the day's jobs are counted, and
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -27,13 +27,15 @@ from rdsbackup.catalog.models import (
     BackupObject,
     BackupSet,
     Instance,
+    join_names,
 )
 from rdsbackup.engines.base import BackupKind, BackupMethod, BackupPlan, BackupStrategy
 from rdsbackup.engines.base import UnsupportedPlan as EngineRefused
+from rdsbackup.jobs.planning import NoParent, Planner
 from rdsbackup.service import errors
 from rdsbackup.service.auth import Principal
 from rdsbackup.service.instances import InstanceService
-from rdsbackup.service.views import BackupView, JobView, Page, join_names
+from rdsbackup.service.views import BackupView, JobView, Page
 from rdsbackup.storage.base import Storage
 from rdsbackup.timeutil import utc_day, utcnow
 
@@ -62,6 +64,7 @@ class CreateBackupRequest:
     resource_group_id: str | None = None
     client_token: str | None = None
     job_mode: str = "Manual"
+    compression: str = ""
 
 
 @dataclass(frozen=True)
@@ -81,12 +84,14 @@ class BackupService:
         instances: InstanceService,
         dispatcher: Dispatcher,
         storage: Storage,
+        planner: Planner,
         policy: BackupPolicy,
     ) -> None:
         self.catalog = catalog
         self.instances = instances
         self.dispatcher = dispatcher
         self.storage = storage
+        self.planner = planner
         self.policy = policy
 
     # -- CreateBackup -------------------------------------------------------------------
@@ -123,12 +128,22 @@ class BackupService:
             databases=req.db_names,
         )
         try:
+            if plan.kind == BackupKind.INCREMENTAL:
+                plan = self._with_parent(instance.id, plan)
             self.instances.check_plan(instance.id, plan)
         except EngineRefused as e:
             raise _refusal(e) from None
         if req.db_names:
             self.instances.require_databases(instance.id, list(req.db_names))
         return plan
+
+    def _with_parent(self, instance_id: str, plan: BackupPlan) -> BackupPlan:
+        """An explicit IncrementalBackup needs a parent now, not when the job runs."""
+        try:
+            parent = self.planner.parent_for(instance_id, plan, window=None)
+        except NoParent as e:
+            raise errors.UnsupportedBackupType(str(e)) from None
+        return replace(plan, parent=parent.manifest)
 
     def _insert_job(self, who: Principal, req: CreateBackupRequest, plan: BackupPlan) -> int:
         now = utcnow()
@@ -168,6 +183,7 @@ class BackupService:
                 db_names=join_names(list(plan.databases)),
                 retention_days=req.retention_days or self.policy.default_retention_days,
                 client_token=req.client_token,
+                compression=req.compression,
                 created_at=now,
                 created_day=utc_day(now),
             )

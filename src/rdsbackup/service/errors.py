@@ -65,3 +65,29 @@ class BackupNotFound(ServiceError):
 
 class BackupLocked(ServiceError):
     """The set's StoreStatus is Disabled: it may not be deleted."""
+
+
+class MissingValue(ServiceError):
+    """A parameter the request needs in this combination is absent."""
+
+    def __init__(self, param: str) -> None:
+        super().__init__(param)
+        self.param = param
+
+
+class PointInTimeUnavailable(ServiceError):
+    pass
+
+
+class DatabaseNotInSet(ServiceError):
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(", ".join(names))
+        self.names = names
+
+
+class DatabaseExists(ServiceError):
+    pass
+
+
+class BackupUnusable(ServiceError):
+    """The set exists but cannot be restored (failed, or not available)."""

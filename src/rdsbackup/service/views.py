@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from rdsbackup.catalog.models import BackupJob, BackupSet, Database, Instance
+from rdsbackup.catalog.models import BackupJob, BackupSet, Database, Instance, split_names
 
 T = TypeVar("T")
 
@@ -84,6 +83,10 @@ class BackupView:
     parent_id: int | None
     failed_reason: str
     job_id: int | None
+    verify_status: str = ""
+    verify_reason: str = ""
+    verified_at: datetime | None = None
+    restore_seconds: float | None = None
 
     @classmethod
     def of(cls, b: BackupSet) -> BackupView:
@@ -113,6 +116,10 @@ class BackupView:
             parent_id=b.parent_id,
             failed_reason=b.failed_reason,
             job_id=b.job_id,
+            verify_status=b.verify_status,
+            verify_reason=b.verify_reason,
+            verified_at=b.verified_at,
+            restore_seconds=b.restore_seconds,
         )
 
 
@@ -181,12 +188,3 @@ class Page(Generic[T]):
     total: int
     page_number: int
     page_size: int
-
-
-def split_names(value: str) -> list[str]:
-    """Database names are kept as a JSON list: a name may contain any character."""
-    return list(json.loads(value)) if value else []
-
-
-def join_names(names: list[str]) -> str:
-    return json.dumps(names) if names else ""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
+import zlib
 from typing import IO, BinaryIO, cast
 
 import zstandard
@@ -20,6 +21,8 @@ from rdsbackup.manifest import Manifest, StoredObject
 from rdsbackup.storage.base import ObjectWriter, Storage, StorageError
 
 CHUNK = 1 << 20
+COMPRESSIONS = ("zstd", "gzip", "none")
+SUFFIX = {"zstd": ".zst", "gzip": ".gz", "none": ""}
 
 
 class ChecksumMismatch(StorageError):
@@ -56,7 +59,7 @@ class SetWriter:
         level: int = 1,
         threads: int = 2,
     ) -> None:
-        if compression not in ("zstd", "none"):
+        if compression not in COMPRESSIONS:
             raise ValueError(f"unsupported compression {compression!r}")
         self.storage = storage
         self.prefix = prefix.rstrip("/") + "/"
@@ -76,7 +79,7 @@ class SetWriter:
             self._raw_bytes += n
 
     def stored_name(self, name: str) -> str:
-        return name + ".zst" if self.compression == "zstd" else name
+        return name + SUFFIX[self.compression]
 
     def put(self, name: str, stream: BinaryIO) -> StoredObject:
         stored = self.stored_name(name)
@@ -87,6 +90,10 @@ class SetWriter:
                 cctx = zstandard.ZstdCompressor(level=self.level, threads=self.threads)
                 with cctx.stream_writer(cast(IO[bytes], hashing), closefd=False) as z:
                     raw = self._pump(stream, z)
+            elif self.compression == "gzip":
+                gz = _GzipWriter(hashing, min(max(self.level, 1), 9))
+                raw = self._pump(stream, gz)
+                gz.close()
             else:
                 raw = self._pump(stream, hashing)
         obj = StoredObject(stored, hashing.size, raw, hashing.sha.hexdigest(), self.compression)
@@ -98,15 +105,79 @@ class SetWriter:
         return self.put(name, io.BytesIO(data))
 
     def _pump(self, stream: BinaryIO, out: ObjectWriter) -> int:
+        """Copy ``stream`` to ``out``. Streams that can ``readinto`` (tool pipes) go
+        through one reused buffer, with no allocation per read: the compressor and the
+        hash consume each chunk before the next read overwrites it."""
+        readinto = getattr(stream, "readinto1", None) or getattr(stream, "readinto", None)
+        if readinto is None:
+            return self._pump_chunks(stream, out)
+        total = 0
+        view = memoryview(bytearray(CHUNK))
+        while n := readinto(view):
+            out.write(view[:n])
+            total += n
+            self._count(n)
+        return total
+
+    def _pump_chunks(self, stream: BinaryIO, out: ObjectWriter) -> int:
         total = 0
         read = getattr(stream, "read1", stream.read)
-        while True:
-            chunk = read(CHUNK)
-            if not chunk:
-                return total
+        while chunk := read(CHUNK):
             out.write(chunk)
             total += len(chunk)
             self._count(len(chunk))
+        return total
+
+
+class _GzipWriter:
+    """gzip (RFC 1952) through zlib; single-threaded, for users who ask for it."""
+
+    def __init__(self, inner: ObjectWriter, level: int) -> None:
+        self.inner = inner
+        self.z = zlib.compressobj(level, zlib.DEFLATED, 31)
+
+    def write(self, data: bytes | memoryview, /) -> int:
+        out = self.z.compress(data)
+        if out:
+            self.inner.write(out)
+        return len(data)
+
+    def close(self) -> None:
+        self.inner.write(self.z.flush())
+
+
+class _GunzipReader(io.RawIOBase):
+    def __init__(self, raw: _VerifyingRaw) -> None:
+        self.raw = raw
+        self.z = zlib.decompressobj(31)
+        self.pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while not self.pending:
+            chunk = self.raw.inner.read(CHUNK)
+            if chunk:
+                self.raw.sha.update(chunk)
+                self.raw.size += len(chunk)
+            try:
+                self.pending = self.z.decompress(chunk) if chunk else self.z.flush()
+            except zlib.error as e:
+                raise ChecksumMismatch(self.raw.obj.name, f"gzip: {e}") from e
+            if not chunk:
+                if not self.pending:
+                    self.raw.finish()
+                    return 0
+                break
+        n = min(len(buffer), len(self.pending))
+        buffer[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
+        return n
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
 
 
 class _VerifyingRaw(io.RawIOBase):
@@ -183,7 +254,7 @@ class SetReader:
 
     def _stored(self, name: str) -> StoredObject:
         for obj in self.manifest.objects:
-            if name in (obj.name, obj.name.removesuffix(".zst")):
+            if name in (obj.name, obj.name.removesuffix(SUFFIX.get(obj.compression, ""))):
                 return obj
         raise KeyError(name)
 
@@ -191,7 +262,11 @@ class SetReader:
         """Raw bytes of object ``name`` (stored name, or the name given to ``put``)."""
         obj = self._stored(name)
         raw = _VerifyingRaw(self.storage.reader(self.prefix + obj.name), obj)
-        inner: io.RawIOBase = _DecompressingReader(raw) if obj.compression == "zstd" else raw
+        inner: io.RawIOBase = raw
+        if obj.compression == "zstd":
+            inner = _DecompressingReader(raw)
+        elif obj.compression == "gzip":
+            inner = _GunzipReader(raw)
         return io.BufferedReader(inner, buffer_size=CHUNK)
 
     def verify(self, name: str) -> None:

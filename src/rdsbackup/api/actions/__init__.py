@@ -9,18 +9,22 @@ from typing import Any
 from rdsbackup.api.protocol import Call
 from rdsbackup.service.backups import BackupService
 from rdsbackup.service.instances import InstanceService
+from rdsbackup.service.links import LinkMaker
+from rdsbackup.service.restores import RestoreService
 
 
 @dataclass(frozen=True)
 class Services:
     backups: BackupService
     instances: InstanceService
+    links: LinkMaker | None = None
+    restores: RestoreService | None = None
 
 
 Handler = Callable[[Call, Services], dict[str, Any]]
 
 
 def action_table() -> dict[str, Handler]:
-    from rdsbackup.api.actions import backups, instances
+    from rdsbackup.api.actions import backups, instances, restores
 
-    return {**backups.ACTIONS, **instances.ACTIONS}
+    return {**backups.ACTIONS, **instances.ACTIONS, **restores.ACTIONS}

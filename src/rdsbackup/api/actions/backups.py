@@ -13,12 +13,14 @@ from rdsbackup.timeutil import WIRE_MINUTES, epoch_seconds, to_wire
 
 if TYPE_CHECKING:
     from rdsbackup.api.actions import Handler, Services
+    from rdsbackup.service.links import LinkMaker
 
 METHODS = ("Physical", "Logical", "Snapshot")
 CREATE_TYPES = ("Auto", "FullBackup", "IncrementalBackup")
 SET_TYPES = ("FullBackup", "IncrementalBackup")
 MODES = ("Automated", "Manual")
 PAGE_SIZES = (30, 50, 100)
+COMPRESSIONS = ("zstd", "gzip", "none")
 
 
 def create_backup(call: Call, svc: Services) -> dict[str, Any]:
@@ -43,6 +45,7 @@ def create_backup(call: Call, svc: Services) -> dict[str, Any]:
         retention_days=retention,
         resource_group_id=p.optional("ResourceGroupId"),
         client_token=_client_token(p),
+        compression=p.choice("CompressType", COMPRESSIONS) or "",
     )
     job_id = svc.backups.create_backup(call.principal, request)
     return {"BackupJobId": str(job_id)}
@@ -88,7 +91,9 @@ def describe_backups(call: Call, svc: Services) -> dict[str, Any]:
     page = svc.backups.describe_backups(
         call.principal, instance_id, filters, page_number, page_size
     )
-    return _backups_page([_backup(b) for b in page.items], page.total, page_number, page_size)
+    return _backups_page(
+        [_backup(b, svc.links) for b in page.items], page.total, page_number, page_size
+    )
 
 
 def delete_backup(call: Call, svc: Services) -> dict[str, Any]:
@@ -141,7 +146,8 @@ def _job(j: JobView) -> dict[str, Any]:
     return body
 
 
-def _backup(b: BackupView) -> dict[str, Any]:
+def _backup(b: BackupView, links: LinkMaker | None = None) -> dict[str, Any]:
+    urls = links.for_set(b) if links else None
     body: dict[str, Any] = {
         "BackupId": str(b.id),
         "DBInstanceId": b.instance_id,
@@ -155,8 +161,8 @@ def _backup(b: BackupView) -> dict[str, Any]:
         "BackupSize": b.size,
         "BackupScale": "Database" if b.strategy == "db" else "DBInstance",
         "BackupDBNames": ",".join(b.db_names),
-        "BackupDownloadURL": "",
-        "BackupIntranetDownloadURL": "",
+        "BackupDownloadURL": urls.url if urls else "",
+        "BackupIntranetDownloadURL": urls.intranet_url if urls else "",
         "StoreStatus": b.store_status,
         "IsAvail": 1 if b.is_avail else 0,
         "MetaStatus": b.meta_status,
@@ -173,6 +179,23 @@ def _backup(b: BackupView) -> dict[str, Any]:
         body["FailedReason"] = b.failed_reason
     if b.parent_id is not None:
         body["ParentBackupId"] = str(b.parent_id)
+    if b.verify_status:
+        body["VerifyStatus"] = b.verify_status
+        body["VerifiedAt"] = to_wire(b.verified_at)
+        body["VerifyReason"] = b.verify_reason
+        if b.restore_seconds is not None:
+            body["RestoreSeconds"] = b.restore_seconds
+    if urls and urls.by_db:
+        body["BackupDownloadLinkByDB"] = {
+            "BackupDownloadLinkByDB": [
+                {
+                    "DataBase": d.database,
+                    "DownloadLink": d.url,
+                    "IntranetDownloadLink": d.intranet_url,
+                }
+                for d in urls.by_db
+            ]
+        }
     return body
 
 

@@ -133,6 +133,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_backup_jobs")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("backup_jobs", schema=None) as batch_op:
         batch_op.create_index(
@@ -197,6 +198,7 @@ def upgrade() -> None:
             ["parent_id"], ["backup_sets.id"], name=op.f("fk_backup_sets_parent_id_backup_sets")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_backup_sets")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("backup_sets", schema=None) as batch_op:
         batch_op.create_index(

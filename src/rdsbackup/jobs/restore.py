@@ -1,0 +1,234 @@
+"""Running restore tasks: clones, one database into a running instance, verifications.
+
+Every restore reads the set (and, for an incremental, its whole chain) through the
+verifying reader: a corrupt object stops it with the object's name. A clone's server is
+marked Running only after its data is in place; a failed clone is left ``Failed`` with
+the reason, its server stopped and its data removed. Restoring one database into an
+instance goes through a scratch server and a logical copy, so the target's other
+databases are never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rdsbackup.catalog.db import Catalog
+from rdsbackup.catalog.models import BackupSet, Instance, RestoreTask, split_names
+from rdsbackup.engines.admin import admin_for
+from rdsbackup.engines.base import BackupMethod, Engine, EngineError, StoredSet
+from rdsbackup.engines.registry import EngineRegistry
+from rdsbackup.instances.inventory import Inventory
+from rdsbackup.instances.ports import free_port
+from rdsbackup.instances.servers import LocalServer, local_server
+from rdsbackup.instances.supervisor import Supervisor
+from rdsbackup.jobs.leases import Heartbeat, Leases
+from rdsbackup.jobs.sets import SetStore, SetUnavailable
+from rdsbackup.storage.base import StorageError
+from rdsbackup.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+CLONE_FAILED = "Failed"
+"""Status of a clone whose restore failed (an extension: RDS releases such instances)."""
+
+
+class RestoreRunner:
+    def __init__(
+        self,
+        catalog: Catalog,
+        inventory: Inventory,
+        supervisor: Supervisor,
+        engines: EngineRegistry,
+        sets: SetStore,
+        leases: Leases,
+        scratch_dir: Path,
+        heartbeat_seconds: float,
+    ) -> None:
+        self.catalog = catalog
+        self.inventory = inventory
+        self.supervisor = supervisor
+        self.engines = engines
+        self.sets = sets
+        self.leases = leases
+        self.scratch_dir = scratch_dir
+        self.heartbeat_seconds = heartbeat_seconds
+
+    def run(self, task_id: int) -> None:
+        if not self.leases.claim(task_id):
+            return
+        with self.catalog.read() as s:
+            task = s.get_one(RestoreTask, task_id)
+        steps: dict[str, Callable[[RestoreTask], None]] = {
+            "clone": self._clone,
+            "database": self._restore_database,
+            "verify": self._verify,
+        }
+        try:
+            with Heartbeat(self.leases, task_id, self.heartbeat_seconds):
+                steps[task.kind](task)
+            self._end(task_id, "Finished", "")
+        except Exception as e:
+            reason = _reason(e)
+            if not isinstance(e, (EngineError, SetUnavailable, StorageError)):
+                log.exception("restore task %s failed unexpectedly", task_id)
+            log.warning("restore task %s failed: %s", task_id, reason)
+            self._end(task_id, "Failed", reason)
+            if task.kind == "clone" and task.target_instance_id:
+                self.fail_clone(task.target_instance_id, reason)
+
+    def reap(self) -> None:
+        """Fail restores whose worker died; a dead clone's instance is failed too."""
+        for dead in self.leases.reap():
+            with self.catalog.read() as s:
+                task = s.get_one(RestoreTask, dead.id)
+            if task.kind == "clone" and task.target_instance_id:
+                self.fail_clone(task.target_instance_id, dead.reason)
+
+    def fail_clone(self, instance_id: str, reason: str) -> None:
+        self.inventory.set_status(instance_id, CLONE_FAILED, reason)
+        try:
+            server = self.supervisor.server(instance_id)
+            server.stop()
+            shutil.rmtree(server.data_dir, ignore_errors=True)
+        except Exception:
+            log.exception("cleaning up the failed clone %s failed", instance_id)
+
+    # -- the three kinds ----------------------------------------------------------------
+
+    def _clone(self, task: RestoreTask) -> None:
+        target = task.target_instance_id
+        assert target is not None
+        chain = self.sets.chain(task.backup_id)
+        engine = self._engine(task.source_instance_id)
+        server = self.supervisor.server(target)
+        databases = split_names(task.db_names)
+        self._materialise(chain, engine, server, databases)
+        if databases and _is_physical(chain[-1]):
+            admin = admin_for(engine.family)
+            for name in admin.user_databases(server.access()):
+                if name not in databases:
+                    admin.drop_database(server.access(), name)
+        self.inventory.set_status(target, "Running")
+        self.inventory.probe(target)
+
+    def _restore_database(self, task: RestoreTask) -> None:
+        target = task.target_instance_id
+        assert target is not None
+        chain = self.sets.chain(task.backup_id)
+        engine = self._engine(task.source_instance_id)
+        (name,) = split_names(task.db_names)
+        target_access = self.inventory.access(target)
+        admin = admin_for(engine.family)
+        if task.target_db_name in admin.user_databases(target_access):
+            raise EngineError(f"database {task.target_db_name!r} already exists on {target}")
+        with self._scratch(engine.family, task.source_instance_id) as scratch:
+            self._materialise(chain, engine, scratch, [name])
+            admin.copy_database(scratch.access(), name, target_access, task.target_db_name)
+        self.inventory.probe(target)
+
+    def _verify(self, task: RestoreTask) -> None:
+        started = time.monotonic()
+        chain = self.sets.chain(task.backup_id)
+        engine = self._engine(task.source_instance_id)
+        admin = admin_for(engine.family)
+        try:
+            with self._scratch(engine.family, task.source_instance_id) as scratch:
+                self._materialise(chain, engine, scratch, [])
+                seconds = time.monotonic() - started
+                databases = admin.user_databases(scratch.access())
+                problems = admin.check(scratch.access(), databases)
+                found = admin.fingerprint(scratch.access(), databases)
+        except (EngineError, SetUnavailable, StorageError) as e:
+            self._record_verify(task.backup_id, "Failed", _reason(e), None, None)
+            raise
+        self._compare(task.backup_id, problems, found, seconds)
+
+    def _compare(
+        self, backup_id: int, problems: list[str], found: dict[str, list[object]], seconds: float
+    ) -> None:
+        with self.catalog.read() as s:
+            recorded = s.get_one(BackupSet, backup_id).fingerprints
+        expected = json.loads(recorded) if recorded else None
+        if expected is not None and expected != found:
+            differing = sorted(
+                k for k in set(expected) | set(found) if expected.get(k) != found.get(k)
+            )
+            problems.append(
+                "tables differ from the recorded fingerprint: " + ", ".join(differing[:10])
+            )
+        status = "Failed" if problems else "Passed"
+        reference = json.dumps(found, sort_keys=True) if expected is None and not problems else None
+        self._record_verify(backup_id, status, "; ".join(problems), seconds, reference)
+        if problems:
+            raise EngineError("verification failed: " + "; ".join(problems)[:1000])
+
+    def _record_verify(
+        self, backup_id: int, status: str, reason: str, seconds: float | None, reference: str | None
+    ) -> None:
+        with self.catalog.write() as s:
+            backup = s.get_one(BackupSet, backup_id)
+            backup.verify_status, backup.verify_reason = status, reason
+            backup.verified_at = utcnow()
+            if seconds is not None:
+                backup.restore_seconds = round(seconds, 3)
+            if reference is not None:
+                backup.fingerprints = reference
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _materialise(
+        self, chain: list[StoredSet], engine: Engine, server: LocalServer, databases: list[str]
+    ) -> None:
+        last = chain[-1]
+        if _is_physical(last):
+            server.create_dirs()
+            engine.restore_physical(last.manifest, last.source, server.data_dir, chain[:-1])
+            server.start()
+        else:
+            server.initialize()
+            server.start()
+            engine.restore_logical(last.manifest, last.source, server.access(), tuple(databases))
+
+    @contextmanager
+    def _scratch(self, family: str, source_instance_id: str) -> Iterator[LocalServer]:
+        """A throw-away local server with the source's admin account."""
+        source = self.inventory.access(source_instance_id)
+        base = self.scratch_dir / f"scratch-{uuid.uuid4().hex[:12]}"
+        server = local_server(family, base, free_port(), source.user, source.password)
+        try:
+            yield server
+        finally:
+            try:
+                server.stop()
+            finally:
+                shutil.rmtree(base, ignore_errors=True)
+
+    def _engine(self, instance_id: str) -> Engine:
+        with self.catalog.read() as s:
+            return self.engines.for_engine(s.get_one(Instance, instance_id).engine)
+
+    def _end(self, task_id: int, status: str, reason: str) -> None:
+        with self.catalog.write() as s:
+            task = s.get_one(RestoreTask, task_id)
+            if task.lease_owner != self.leases.owner:
+                return
+            task.status, task.failed_reason = status, reason
+            task.finished_at = utcnow()
+            task.lease_owner = None
+
+
+def _is_physical(stored: StoredSet) -> bool:
+    return stored.manifest.method in (BackupMethod.PHYSICAL, BackupMethod.SNAPSHOT)
+
+
+def _reason(e: Exception) -> str:
+    if isinstance(e, EngineError):
+        return e.reason
+    return str(e) or type(e).__name__

@@ -1,0 +1,234 @@
+"""Restore rules: CloneDBInstance, RestoreDatabase and VerifyBackup (extensions), and
+listing restore tasks. Each creates a task the restore workers run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rdsbackup.catalog.db import Catalog
+from rdsbackup.catalog.models import BackupSet, Instance, RestoreTask, join_names, split_names
+from rdsbackup.instances.inventory import Inventory
+from rdsbackup.service import errors
+from rdsbackup.service.auth import Principal
+from rdsbackup.service.instances import InstanceService
+from rdsbackup.timeutil import utcnow
+
+PAY_TYPES = ("Postpaid", "Prepaid", "Serverless")
+
+
+class Dispatcher(Protocol):
+    def submit(self, job_id: int) -> None: ...
+
+
+class Placement(Protocol):
+    """Makes the record of a new local instance (its folder, port, credentials)."""
+
+    def register_local(
+        self,
+        engine: str,
+        account_id: int,
+        admin_user: str,
+        admin_password: str,
+        *,
+        description: str = "",
+        resource_group_id: str = "",
+        region_id: str = "",
+        zone_id: str = "",
+    ) -> tuple[str, object]: ...
+
+
+@dataclass(frozen=True)
+class CloneRequest:
+    source_instance_id: str
+    backup_id: int | None
+    restore_time: datetime | None
+    pay_type: str
+    db_names: tuple[str, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TaskView:
+    id: int
+    kind: str
+    status: str
+    backup_id: int
+    source_instance_id: str
+    target_instance_id: str | None
+    db_names: list[str]
+    target_db_name: str
+    failed_reason: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, t: RestoreTask) -> TaskView:
+        return cls(
+            t.id,
+            t.kind,
+            t.status,
+            t.backup_id,
+            t.source_instance_id,
+            t.target_instance_id,
+            split_names(t.db_names),
+            t.target_db_name,
+            t.failed_reason,
+            t.created_at,
+            t.started_at,
+            t.finished_at,
+        )
+
+
+class RestoreService:
+    def __init__(
+        self,
+        catalog: Catalog,
+        instances: InstanceService,
+        inventory: Inventory,
+        dispatcher: Dispatcher,
+        placement: Placement,
+    ) -> None:
+        self.catalog = catalog
+        self.instances = instances
+        self.inventory = inventory
+        self.dispatcher = dispatcher
+        self.placement = placement
+
+    def clone(self, who: Principal, req: CloneRequest) -> str:
+        """A new local instance restored from the set; answers at once (Creating)."""
+        source = self.instances.get(who, req.source_instance_id)
+        if req.backup_id is None:
+            if req.restore_time is not None:
+                raise errors.PointInTimeUnavailable(
+                    "point-in-time restore needs log backups; this service keeps none yet"
+                )
+            raise errors.MissingValue("BackupId")
+        backup = self._usable_set(who, source.id, req.backup_id)
+        missing = [d for d in req.db_names if d not in split_names(backup.db_names)]
+        if missing and split_names(backup.db_names):
+            raise errors.DatabaseNotInSet(missing)
+        creds = self.inventory.access(source.id)
+        instance_id, _ = self.placement.register_local(
+            source.engine,
+            who.account_id,
+            creds.user,
+            creds.password,
+            description=req.description or f"clone of {source.id} from backup {backup.id}",
+            resource_group_id=source.resource_group_id,
+            region_id=source.region_id,
+            zone_id=source.zone_id,
+        )
+        with self.catalog.write() as s:
+            row = s.get_one(Instance, instance_id)
+            row.pay_type, row.source_instance_id = req.pay_type, source.id
+            row.source_backup_id = backup.id
+            row.engine_version = backup.engine_version
+            task_id = self._task(
+                s, who, "clone", backup, target=instance_id, db_names=list(req.db_names)
+            )
+        self.dispatcher.submit(task_id)
+        return instance_id
+
+    def restore_database(
+        self,
+        who: Principal,
+        source_instance_id: str,
+        backup_id: int,
+        name: str,
+        target_instance_id: str | None,
+        new_name: str | None,
+    ) -> int:
+        source = self.instances.get(who, source_instance_id)
+        backup = self._usable_set(who, source.id, backup_id)
+        target = self.instances.get(who, target_instance_id or source.id)
+        if target.engine != source.engine and {target.engine, source.engine} != {
+            "MariaDB",
+            "MySQL",
+        }:
+            raise errors.InvalidValue("TargetDBInstanceId", "the target runs another engine")
+        if target.status != "Running":
+            raise errors.IncorrectInstanceState(target.status_reason)
+        if split_names(backup.db_names) and name not in split_names(backup.db_names):
+            raise errors.DatabaseNotInSet([name])
+        new_name = new_name or name
+        if new_name in {d.name for d in self.instances.databases(who, target.id)}:
+            raise errors.DatabaseExists(new_name)
+        with self.catalog.write() as s:
+            task_id = self._task(
+                s,
+                who,
+                "database",
+                backup,
+                target=target.id,
+                db_names=[name],
+                target_db_name=new_name,
+            )
+        self.dispatcher.submit(task_id)
+        return task_id
+
+    def verify(self, who: Principal, instance_id: str, backup_id: int) -> int:
+        source = self.instances.get(who, instance_id)
+        backup = self._usable_set(who, source.id, backup_id)
+        with self.catalog.write() as s:
+            task_id = self._task(s, who, "verify", backup, target=None, db_names=[])
+        self.dispatcher.submit(task_id)
+        return task_id
+
+    def tasks(self, who: Principal, instance_id: str, task_id: int | None) -> list[TaskView]:
+        self.instances.get(who, instance_id)
+        query = select(RestoreTask).where(
+            RestoreTask.account_id == who.account_id,
+            (RestoreTask.source_instance_id == instance_id)
+            | (RestoreTask.target_instance_id == instance_id),
+        )
+        if task_id is not None:
+            query = query.where(RestoreTask.id == task_id)
+        with self.catalog.read() as s:
+            return [TaskView.of(t) for t in s.scalars(query.order_by(RestoreTask.id))]
+
+    def _usable_set(self, who: Principal, instance_id: str, backup_id: int) -> BackupSet:
+        with self.catalog.read() as s:
+            backup = s.scalar(
+                select(BackupSet).where(
+                    BackupSet.id == backup_id,
+                    BackupSet.instance_id == instance_id,
+                    BackupSet.account_id == who.account_id,
+                )
+            )
+        if backup is None:
+            raise errors.BackupNotFound(f"BackupId {backup_id}")
+        if backup.status != "Success" or not backup.is_avail:
+            raise errors.BackupUnusable(f"backup set {backup_id} is not available for restore")
+        return backup
+
+    @staticmethod
+    def _task(
+        s: Session,
+        who: Principal,
+        kind: str,
+        backup: BackupSet,
+        *,
+        target: str | None,
+        db_names: list[str],
+        target_db_name: str = "",
+    ) -> int:
+        task = RestoreTask(
+            account_id=who.account_id,
+            kind=kind,
+            backup_id=backup.id,
+            source_instance_id=backup.instance_id,
+            target_instance_id=target,
+            db_names=join_names(db_names),
+            target_db_name=target_db_name,
+            status="Pending",
+            created_at=utcnow(),
+        )
+        s.add(task)
+        s.flush()
+        return task.id
