@@ -254,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     options = parse_args(argv)
+    source = source_info()  # now: the pinned copy was taken just before this process began
     started = time.monotonic()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     servers: dict[str, BenchServer] = {}
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             e: {"description": s.description, "bytes": s.data_bytes} for e, s in servers.items()
         },
         "tools": tool_versions(),
-        "source": source_info(),
+        "source": source,
     }
     out_dir = DATA_ROOT / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -309,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def source_info() -> dict[str, str]:
-    """Which rdsbackup ran: the commit and the files that differed from it at start."""
+    """Which rdsbackup ran: the commit, and the files of ``src/`` that differed from it
+    when the run started (when the copy was pinned)."""
     import rdsbackup
 
     def git(*args: str) -> str:

@@ -17,6 +17,7 @@ from rich.table import Table
 from rdsbackup.app import Core, Service, build_core, build_service
 from rdsbackup.config import Settings, load_settings
 from rdsbackup.instances.inventory import Registration
+from rdsbackup.memory import bound_heap
 from rdsbackup.service.auth import Principal
 
 app = typer.Typer(no_args_is_help=True, help="Self-hosted Alibaba Cloud RDS backup service.")
@@ -69,6 +70,7 @@ def _serve(settings: Settings, host: str, port: int, keep_local_servers: bool) -
     import uvicorn
 
     settings = settings.model_copy(update={"host": host, "port": port})  # links name them
+    bound_heap()
     service = build_service(settings)
     service.start()
     try:

@@ -35,7 +35,9 @@ def test_tea_sdk_physical_backup_end_to_end(rds: Rds, v2: bool) -> None:
 
     client = tea_client(rds.endpoint, rds.key, v2=v2)
     resp = client.create_backup(
-        models.CreateBackupRequest(dbinstance_id=rds.mariadb_id, backup_method="Physical")
+        models.CreateBackupRequest(
+            dbinstance_id=rds.mariadb_id, backup_method="Physical", backup_type="FullBackup"
+        )
     )
     job_id = resp.body.backup_job_id
     assert isinstance(job_id, str) and job_id.isdigit()

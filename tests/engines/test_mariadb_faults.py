@@ -60,7 +60,11 @@ def commits_go_through(access: ServerAccess) -> bool:
     ("method", "words"),
     [
         ("Physical", r"^mariadb-backup exited with \d+: .*(Lost connection|gone away|connect)"),
-        ("Logical", r"^mariadb-dump exited with \d: .*(Lost connection|gone away)"),
+        # the dump workers or their lock session, whichever notices first
+        (
+            "Logical",
+            r"^(mariadb-dump exited with \d+|.*SHOW .* failed): .*(Lost connection|gone away)",
+        ),
         ("Snapshot", r"Lost connection|gone away"),
     ],
 )

@@ -139,16 +139,30 @@ def test_a_session_left_in_backup_mode_shows_in_the_log(postgres: LocalServer) -
         time.sleep(0.05)
 
 
+def bulky(server_factory: ServerFactory) -> LocalServer:
+    """A server whose dump is larger than a tool's 1 MiB pipe: the tool is still running
+    (blocked on the pipe) when the sink kills it."""
+    server = server_factory(PG)
+    server.start()
+    with connect(server.access()) as conn:
+        conn.execute(
+            b"CREATE TABLE bulk AS SELECT g AS id, md5(g::text) || md5((g + 1)::text)"
+            b" || md5((g + 2)::text) AS filler FROM generate_series(1, 60000) g"
+        )
+    return server
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_killed_tool_is_a_failure(
-    method: BackupMethod, tmp_path: Path, postgres: LocalServer
+    method: BackupMethod, tmp_path: Path, postgres: LocalServer, server_factory: ServerFactory
 ) -> None:
     tool = TOOLS[method]
     after = 64 * 1024 if method == BackupMethod.LOGICAL else 1 << 20
+    source = bulky(server_factory) if method == BackupMethod.LOGICAL else postgres
     sink = KillingSink(SetWriter(LocalStorage(tmp_path), "set"), tool, after)
     before = log_size(postgres)
     with pytest.raises(ToolFailed, match=f"^{tool} exited with -9"):
-        ENGINE.backup(postgres.access(), BackupPlan(method), sink, lambda _: None)
+        ENGINE.backup(source.access(), BackupPlan(method), sink, lambda _: None)
     assert sink.killed
     assert child_pids(tool) == []
     if method == BackupMethod.SNAPSHOT:

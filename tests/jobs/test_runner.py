@@ -87,3 +87,27 @@ def test_storage_that_stops_accepting_writes(rig: Rig) -> None:
     assert job.status == "Failed"
     assert "Operation not permitted" in job.failed_reason
     assert successes == []
+
+
+def test_status_never_goes_back_to_an_earlier_phase(rig: Rig) -> None:
+    """Engines report phases too (MariaDB reports Preparing inside backup()); once a
+    client has seen Uploading it must never see Preparing again."""
+    job_id = rig.service.create_backup(rig.who, CreateBackupRequest(rig.instance_id))
+    seen: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            with rig.catalog.read() as s:
+                status = s.get_one(BackupJob, job_id).status
+            if not seen or seen[-1] != status:
+                seen.append(status)
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    rig.runner.run(job_id)
+    done.set()
+    watcher.join()
+    assert "Uploading" in seen and seen[-1] == "Finished", seen
+    assert "Preparing" not in seen[seen.index("Uploading") :], seen

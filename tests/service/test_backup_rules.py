@@ -223,7 +223,7 @@ def test_engine_refusals_map_to_parameter_errors(rules: Rules) -> None:
         rules.service.create_backup(
             rules.who,
             CreateBackupRequest(
-                rules.instance_id, method="Physical", strategy="db", db_names=("shop",)
+                rules.instance_id, method="Snapshot", strategy="db", db_names=("shop",)
             ),
         )
     with pytest.raises(errors.InvalidValue):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -47,6 +48,10 @@ class RunOptions:
     compression_threads: int = 2
     parallel: int = 2
     heartbeat_seconds: float = 1.0
+
+
+ENGINE_PHASES = ("Preparing", "Waiting", "Uploading", "Checking")
+"""The order of the phases an engine may report once the job is running."""
 
 
 class JobFailed(Exception):
@@ -134,7 +139,7 @@ class JobRunner:
             threads=self.options.compression_threads,
         )
         progress.writer = writer
-        result = engine.backup(access, plan, writer, lambda phase: self._phase(job.id, phase))
+        result = engine.backup(access, plan, writer, self._forward_only(job.id, "Uploading"))
         if heartbeat.lost.is_set():
             raise LeaseLost("the job's lease was lost while it ran")
         manifest = self._manifest(job, plan, parent, result, writer, started)
@@ -253,6 +258,18 @@ class JobRunner:
     def _phase(self, job_id: int, phase: str, **values: object) -> None:
         if not self.leases.renew(job_id, status=phase, progress_status=phase, **values):
             raise LeaseLost("the job's lease was lost")
+
+    def _forward_only(self, job_id: int, current: str) -> Callable[[str], None]:
+        """The engine's phase reports, kept only when they move the job forward: the
+        status a client polls never goes back (Uploading -> Preparing)."""
+        seen = [ENGINE_PHASES.index(current)]
+
+        def report(phase: str) -> None:
+            if phase in ENGINE_PHASES and ENGINE_PHASES.index(phase) > seen[0]:
+                seen[0] = ENGINE_PHASES.index(phase)
+                self._phase(job_id, phase)
+
+        return report
 
     def _job(self, job_id: int) -> BackupJob:
         with self.catalog.read() as s:
