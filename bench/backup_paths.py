@@ -1,8 +1,6 @@
 """The compared paths: each service backup method against the raw tool pipelines an
-operator would run instead, with the same compression where the tools allow it.
-
-Restore paths (CloneDBInstance) are listed as pending rows; give them ``api`` and
-``raws`` callables when the restore benchmark lands.
+operator would run instead, with the same compression where the tools allow it; then
+the restore paths (``restore_paths.py``), which restore the sets these backups stored.
 """
 
 from __future__ import annotations
@@ -15,6 +13,7 @@ from pathlib import Path
 from datasets import MARIADB_DB, POSTGRES_DB, mariadb_sql, pg_env, pg_tool, remove
 from harness import Bench, BenchPath, RawVariant, Variant
 from measure import Run, Stage, Unavailable, process_cpu, run_pipeline, tree_size
+from restore_paths import restore_paths
 
 MARIADB = "MariaDB"
 POSTGRES = "PostgreSQL"
@@ -296,18 +295,5 @@ def all_paths(level: int, threads: int, parallel: int) -> list[BenchPath]:
             api=_api(POSTGRES, "Snapshot"),
             api_label="API Snapshot",
         ),
-        BenchPath(
-            key="mariadb-restore",
-            title="MariaDB restore (CloneDBInstance)",
-            engine=MARIADB,
-            operation="restore",
-            pending="to be added",
-        ),
-        BenchPath(
-            key="postgres-restore",
-            title="PostgreSQL restore (CloneDBInstance)",
-            engine=POSTGRES,
-            operation="restore",
-            pending="to be added",
-        ),
+        *restore_paths(),
     ]

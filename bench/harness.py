@@ -2,13 +2,16 @@
 service, client, scratch folder), and :class:`BenchPath`, one compared operation with
 its raw-tool variants and its API variant.
 
-Adding a path (a restore, say) is adding a :class:`BenchPath` whose ``api`` and
-``raws`` are callables ``(Bench) -> Run``; :func:`run_path` times them in turns.
+Adding a path is adding a :class:`BenchPath` whose ``api`` and ``raws`` are callables
+``(Bench) -> Run``; :func:`run_path` times them in turns. A variant that leaves
+something to undo (a restored server) registers it with :meth:`Bench.after_run`: it
+runs once the run's figures are taken, outside its time and its ``others`` window.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import subprocess
 import time
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datasets import DATA_ROOT, BenchServer, remove
+from datasets import ADMIN_USER, DATA_ROOT, BenchServer, admin_password, remove
 from measure import (
     ProcessSampler,
     Run,
@@ -35,6 +38,8 @@ from measure import (
     wait_for_quiet,
 )
 from rdsapi import ApiError, RdsClient, ServiceProcess
+
+from rdsbackup.instances.servers import LocalServer, free_port, local_server
 
 PY_SPY = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "py-spy"
 PROFILE_FLAGS = {"wall": ("--idle",), "cpu": (), "gil": ("--gil",)}
@@ -65,6 +70,32 @@ class Options:
     pgbench_scale: int | None
 
 
+@dataclass(frozen=True)
+class StoredSetRef:
+    """A backup set the service stored during this run, for the restore paths: its
+    BackupId, and the folder holding its objects (``state/backups/<instance>/<job>/``),
+    which the raw restores read directly."""
+
+    engine: str
+    method: str
+    backup_id: str
+    folder: Path
+    size: int
+
+    def manifest(self) -> dict[str, Any]:
+        return dict(json.loads((self.folder / "manifest.json").read_text()))
+
+    def objects(self) -> list[str]:
+        return sorted(str(o["name"]) for o in self.manifest()["objects"])
+
+    def path(self, name: str) -> Path:
+        """The stored file of object ``name`` (given with or without ``.zst``)."""
+        for stored in self.objects():
+            if name in (stored, stored.removesuffix(".zst")):
+                return self.folder / stored
+        raise KeyError(f"set {self.backup_id} has no object {name}")
+
+
 @dataclass
 class Bench:
     """What a variant needs: the servers, the service and its client, options, a scratch
@@ -78,6 +109,9 @@ class Bench:
     scratch: Path = DATA_ROOT / "out"
     state: dict[str, Any] = field(default_factory=dict)
     last_set: dict[str, str] = field(default_factory=dict)
+    sets: dict[tuple[str, str], StoredSetRef] = field(default_factory=dict)
+    """The last full set of each (engine, method) the API runs stored."""
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
     profile_dir: Path = DATA_ROOT / "profiles"
     current: str = ""
     """Slug of the run in progress (names its logs and profiles)."""
@@ -118,7 +152,108 @@ class Bench:
             extra={"fsync_seconds": round(synced, 3)},
         )
 
+    def after_run(self, cleanup: Callable[[], None]) -> None:
+        """Undo something once the current run's figures are taken (see the module doc)."""
+        self.cleanups.append(cleanup)
+
+    def run_cleanups(self) -> None:
+        while self.cleanups:
+            self.cleanups.pop()()
+
+    def restore_server(self, engine: str, name: str) -> LocalServer:
+        """A new, empty local server (not initialised) in the scratch folder, with the
+        bench servers' admin account (which physical sets also carry)."""
+        server = local_server(
+            engine, self.fresh_dir(name), free_port(), ADMIN_USER, admin_password()
+        )
+        self.after_run(lambda: self._drop_server(server))
+        return server
+
+    @staticmethod
+    def _drop_server(server: LocalServer) -> None:
+        try:
+            server.stop()
+        finally:
+            remove(server.base_dir)
+
     # -- API side --------------------------------------------------------------------------
+
+    def stored_set(self, engine: str, method: str) -> StoredSetRef:
+        """The last full ``method`` set of ``engine`` made in this run; one more (untimed)
+        when the backup path did not run."""
+        if (engine, method) not in self.sets:
+            self.api_backup(engine, method)
+        return self.sets[(engine, method)]
+
+    def api_clone(self, engine: str, method: str) -> Run:
+        """CloneDBInstance of the last ``method`` set, then DescribeDBInstanceAttribute
+        every ``poll`` seconds until the new instance is Running; timed from the call to
+        the poll that saw Running. The clone is stopped and removed after the run."""
+        stored = self.stored_set(engine, method)
+        pid = self.service.pid
+        cpu0 = process_cpu(pid)
+        statuses: list[str] = []
+        seen_at: list[float] = []
+        with ProcessSampler(pid) as sampler, self._profiler(pid):
+            t0 = time.monotonic()
+            try:
+                created = self.client.call(
+                    "CloneDBInstance",
+                    DBInstanceId=self.instances[engine],
+                    BackupId=stored.backup_id,
+                    PayType="Postpaid",
+                )
+            except ApiError as e:
+                raise Unavailable(f"CloneDBInstance answered {e.code}: {e.message}") from None
+            clone = str(created["DBInstanceId"])
+            self.after_run(lambda: self._drop_clone(engine, clone))
+            while True:
+                attr = self.client.call("DescribeDBInstanceAttribute", DBInstanceId=clone)
+                item = attr["Items"]["DBInstanceAttribute"][0]
+                status = str(item["DBInstanceStatus"])
+                if not statuses or statuses[-1] != status:
+                    statuses.append(status)
+                    seen_at.append(round(time.monotonic() - t0, 2))
+                if status == "Running":
+                    seconds = time.monotonic() - t0
+                    break
+                if status == "Failed":
+                    raise Unavailable(f"the clone Failed: {item.get('StatusReason', '?')}")
+                time.sleep(self.options.poll)
+        server = local_server(
+            engine, self.service.instances_dir / clone, int(item["Port"]), ADMIN_USER, "-"
+        )
+        tasks = self.client.call("DescribeRestoreTasks", DBInstanceId=clone)
+        task = tasks["Items"]["RestoreTask"][0]
+        return Run(
+            seconds=seconds,
+            size=tree_size(server.data_dir),
+            cpu_seconds=process_cpu(pid) - cpu0,
+            server_cpu_seconds=process_cpu(server.pid()),
+            extra={
+                "rss_start_mb": round(sampler.rss_start / 2**20, 1),
+                "rss_max_mb": round(sampler.rss_max / 2**20, 1),
+                "statuses": statuses,
+                "status_seen_at": seen_at,
+                "service_threads_cpu": {k: round(v, 2) for k, v in sampler.cpu_by_thread().items()},
+                "backup_id": stored.backup_id,
+                "set_bytes": stored.size,
+                "clone": clone,
+                "task": {k: task.get(k) for k in ("TaskId", "StartTime", "EndTime", "Status")},
+            },
+        )
+
+    def _drop_clone(self, engine: str, clone: str) -> None:
+        """Stop the clone (``rdsbackup instance stop``: its status becomes Stopped, so the
+        health monitor leaves it down) and remove its folder. The service has no
+        DeleteDBInstance yet, so the record stays."""
+        base = self.service.instances_dir / clone
+        for _ in range(3):
+            self.service.cli("instance", "stop", clone)
+            server = local_server(engine, base, 0, ADMIN_USER, "-")
+            if not server.is_running():  # else the health monitor restarted it meanwhile
+                break
+        remove(base)
 
     def api_backup(self, engine: str, method: str, kind: str = "FullBackup") -> Run:
         """CreateBackup, then DescribeBackupTasks every ``poll`` seconds until Finished;
@@ -160,6 +295,14 @@ class Bench:
         backup = self.client.call("DescribeBackups", DBInstanceId=instance, BackupId=backup_id)
         stored = backup["Items"]["Backup"][0]
         self.last_set[engine] = backup_id
+        if kind == "FullBackup":
+            self.sets[(engine, method)] = StoredSetRef(
+                engine,
+                method,
+                backup_id,
+                self.service.storage_dir / instance / job_id,
+                int(stored["BackupSize"]),
+            )
         return Run(
             seconds=seconds,
             size=int(stored["BackupSize"]),
@@ -220,8 +363,10 @@ class RawVariant:
     same_compression: bool = True
     """zstd at the bench's level and threads, like the service: counts for the target."""
     target: float | None = None
-    """A target for API/raw against this variant (else: 1.10 against the best raw
-    variant with the same compression)."""
+    """A target for API/raw against this variant (else: the path's ``ratio_target``
+    against the best raw variant with the same compression)."""
+    reference: bool = False
+    """Shown for reference only: never the variant the path's target is judged on."""
 
 
 @dataclass(frozen=True)
@@ -240,6 +385,10 @@ class BenchPath:
     note: str = ""
     relative_to: str = ""
     """Key of a path to compare time and size against (an incremental vs its full)."""
+    setup: Callable[[Bench], None] | None = None
+    """Runs once, untimed, before the first repetition (e.g. makes the set to restore)."""
+    ratio_target: float = 1.10
+    """API/raw target against the best raw variant with the same compression."""
 
 
 @dataclass
@@ -249,6 +398,7 @@ class VariantResult:
     unavailable: str | None = None
     same_compression: bool = True
     target: float | None = None
+    reference: bool = False
 
     @property
     def seconds(self) -> float:
@@ -271,7 +421,7 @@ class PathResult:
     raws: list[VariantResult]
 
     def best_raw(self) -> VariantResult | None:
-        same = [r for r in self.raws if r.ok and r.same_compression]
+        same = [r for r in self.raws if r.ok and r.same_compression and not r.reference]
         return min(same, key=lambda r: r.seconds) if same else None
 
 
@@ -285,9 +435,14 @@ def run_path(bench: Bench, path: BenchPath, say: Callable[[str], None]) -> PathR
     drift of the machine affects them alike."""
     data_bytes = bench.servers[path.engine].data_bytes
     api = VariantResult(path.api_label or "API") if path.api else None
-    raws = [VariantResult(r.label, [], None, r.same_compression, r.target) for r in path.raws]
+    raws = [
+        VariantResult(r.label, [], None, r.same_compression, r.target, r.reference)
+        for r in path.raws
+    ]
     if path.pending:
         return PathResult(path, data_bytes, api, raws)
+    if path.setup:
+        path.setup(bench)
     pairs: list[tuple[VariantResult, Variant]] = []
     if path.api and api:
         pairs.append((api, path.api))
@@ -344,18 +499,21 @@ def _one_run(
     waited, busy_before = wait_for_quiet(bench.options.quiet_threshold, bench.options.quiet_timeout)
     busy0, self0, procs0 = machine_busy(), self_cpu(), all_processes_cpu()
     try:
-        run = variant(bench)
-    except Unavailable as e:
-        result.unavailable = str(e)
-        say(f"  {result.label}: not available ({e})")
-        return None
-    ours = run.cpu_seconds + run.server_cpu_seconds + self_cpu() - self0
-    others = max(0.0, machine_busy() - busy0 - ours)
-    run.extra.update(
-        others_cpu_seconds=round(others, 2),
-        others_cores=round(others / run.seconds, 2),
-        quiet_wait_seconds=round(waited, 1),
-        busy_cores_before=round(busy_before, 2),
-        top_processes=top_consumers(procs0, all_processes_cpu()),
-    )
-    return run
+        try:
+            run = variant(bench)
+        except Unavailable as e:
+            result.unavailable = str(e)
+            say(f"  {result.label}: not available ({e})")
+            return None
+        ours = run.cpu_seconds + run.server_cpu_seconds + self_cpu() - self0
+        others = max(0.0, machine_busy() - busy0 - ours)
+        run.extra.update(
+            others_cpu_seconds=round(others, 2),
+            others_cores=round(others / run.seconds, 2),
+            quiet_wait_seconds=round(waited, 1),
+            busy_cores_before=round(busy_before, 2),
+            top_processes=top_consumers(procs0, all_processes_cpu()),
+        )
+        return run
+    finally:
+        bench.run_cleanups()

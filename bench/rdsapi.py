@@ -85,10 +85,21 @@ class ServiceProcess:
             raise RuntimeError("the service is not running")
         return self.proc.pid
 
+    @property
+    def storage_dir(self) -> Path:
+        """Where the service stores its sets (the default under ``state_dir``)."""
+        return self.root / "state" / "backups"
+
+    @property
+    def instances_dir(self) -> Path:
+        """Where the service keeps the local instances it provisions (clones)."""
+        return self.root / "state" / "instances"
+
     def env(self) -> dict[str, str]:
         return {**os.environ, "RDSBACKUP_CONFIG": str(self.config)}
 
-    def cli_json(self, *args: str) -> dict[str, Any]:
+    def cli(self, *args: str) -> str:
+        """Run ``rdsbackup <args>`` against this service's state; its stdout."""
         out = subprocess.run(
             [rdsbackup_binary(), *args],
             env=self.env(),
@@ -99,7 +110,10 @@ class ServiceProcess:
         )
         if out.returncode != 0:
             raise RuntimeError(f"rdsbackup {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
-        return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+        return out.stdout
+
+    def cli_json(self, *args: str) -> dict[str, Any]:
+        return dict(json.loads(self.cli(*args).strip().splitlines()[-1]))
 
     def add_key(self, account: str = "bench") -> Key:
         out = self.cli_json("key", "create", "--account", account)

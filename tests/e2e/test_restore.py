@@ -343,6 +343,20 @@ def test_restore_one_database_leaves_the_rest_untouched(
         },
     )
     assert again.status_code == 400 and again.json()["Code"] == "InvalidDBName.Duplicate"
+    too_long = signed_v1(
+        rds.endpoint,
+        rds.key,
+        "RestoreDatabase",
+        {
+            "DBInstanceId": source.instance_id,
+            "BackupId": job["BackupId"],
+            "DBName": "analytics",
+            "TargetDBInstanceId": target_id,
+            "TargetDBName": "x" * 70,
+        },
+    )
+    assert too_long.status_code == 400 and too_long.json()["Code"] == "InvalidParameter"
+    assert '"TargetDBName"' in too_long.json()["Message"]
 
 
 @pytest.mark.parametrize("source", ["MariaDB"], indirect=True)

@@ -17,7 +17,7 @@ from rdsbackup.catalog.models import BackupJob, Instance
 from rdsbackup.catalog.secrets import SecretBox
 from rdsbackup.engines.registry import default_registry
 from rdsbackup.instances.inventory import Inventory, Registration
-from rdsbackup.instances.servers import LocalServer
+from rdsbackup.instances.servers import LocalServer, free_port
 from rdsbackup.jobs.planning import Planner
 from rdsbackup.service import errors
 from rdsbackup.service.auth import AccountAdmin, Principal
@@ -230,3 +230,29 @@ def test_engine_refusals_map_to_parameter_errors(rules: Rules) -> None:
         rules.service.create_backup(
             rules.who, CreateBackupRequest(rules.instance_id, method="Logical", strategy="db")
         )
+
+
+def test_a_server_gone_since_the_last_probe_is_not_an_internal_error(
+    rules: Rules, postgres: LocalServer
+) -> None:
+    """Some plan checks ask the server (PostgreSQL snapshots check the role, slots,
+    tablespaces); a server that stopped answering gives IncorrectDBInstanceState."""
+    access = postgres.access()
+    inventory = rules.service.instances.inventory
+    instance_id = inventory.register(
+        Registration(
+            account_id=rules.who.account_id,
+            engine="PostgreSQL",
+            host=access.host,
+            port=free_port(),
+            admin_user=access.user,
+            admin_password=access.password,
+            data_dir=access.data_dir,
+            os_user=access.os_user,
+        ),
+        status="Running",
+    )
+    with pytest.raises(errors.IncorrectInstanceState, match=r"127\.0\.0\.1"):
+        rules.service.create_backup(rules.who, CreateBackupRequest(instance_id, method="Snapshot"))
+    with rules.catalog.read() as s:
+        assert s.scalars(select(BackupJob).where(BackupJob.instance_id == instance_id)).all() == []

@@ -29,13 +29,13 @@ from rdsbackup.catalog.models import (
     Instance,
     join_names,
 )
-from rdsbackup.engines.base import BackupKind, BackupMethod, BackupPlan, BackupStrategy
+from rdsbackup.engines.base import BackupKind, BackupMethod, BackupPlan, BackupStrategy, EngineError
 from rdsbackup.engines.base import UnsupportedPlan as EngineRefused
 from rdsbackup.jobs.planning import NoParent, Planner
 from rdsbackup.service import errors
 from rdsbackup.service.auth import Principal
 from rdsbackup.service.instances import InstanceService
-from rdsbackup.service.views import BackupView, JobView, Page
+from rdsbackup.service.views import BackupView, InstanceView, JobView, Page
 from rdsbackup.storage.base import Storage
 from rdsbackup.timeutil import utc_day, utcnow
 
@@ -120,6 +120,7 @@ class BackupService:
         instance = self.instances.get(who, req.instance_id)
         if req.resource_group_id and req.resource_group_id != instance.resource_group_id:
             raise errors.InstanceNotFound()
+        self._check_instance(instance)  # before any check that talks to the server
         kind = BackupKind.INCREMENTAL if req.backup_type == "IncrementalBackup" else BackupKind.FULL
         plan = BackupPlan(
             method=BackupMethod(req.method),
@@ -133,6 +134,8 @@ class BackupService:
             self.instances.check_plan(instance.id, plan)
         except EngineRefused as e:
             raise _refusal(e) from None
+        except EngineError as e:  # the server stopped answering since it was last probed
+            raise errors.IncorrectInstanceState(e.reason) from None
         if req.db_names:
             self.instances.require_databases(instance.id, list(req.db_names))
         return plan
@@ -203,7 +206,7 @@ class BackupService:
         return instance
 
     @staticmethod
-    def _check_instance(instance: Instance) -> None:
+    def _check_instance(instance: Instance | InstanceView) -> None:
         if instance.status != "Running" or instance.lock_mode != "Unlock":
             raise errors.IncorrectInstanceState(instance.status_reason)
         if not instance.manual_backup_enabled:

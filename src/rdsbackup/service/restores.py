@@ -157,6 +157,7 @@ class RestoreService:
         if split_names(backup.db_names) and name not in split_names(backup.db_names):
             raise errors.DatabaseNotInSet([name])
         new_name = new_name or name
+        _check_database_name(target.engine, new_name)
         if new_name in {d.name for d in self.instances.databases(who, target.id)}:
             raise errors.DatabaseExists(new_name)
         with self.catalog.write() as s:
@@ -232,3 +233,15 @@ class RestoreService:
         s.add(task)
         s.flush()
         return task.id
+
+
+NAME_LIMITS = {"PostgreSQL": 63, "MariaDB": 64, "MySQL": 64}
+"""PostgreSQL counts bytes (and silently truncates longer names); MariaDB characters."""
+
+
+def _check_database_name(engine: str, name: str) -> None:
+    size = len(name.encode()) if engine == "PostgreSQL" else len(name)
+    if "\0" in name or size > NAME_LIMITS.get(engine, 63):
+        raise errors.InvalidValue(
+            "TargetDBName", f"at most {NAME_LIMITS.get(engine, 63)} characters, no NUL"
+        )
