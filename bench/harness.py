@@ -442,6 +442,7 @@ def run_path(bench: Bench, path: BenchPath, say: Callable[[str], None]) -> PathR
     if path.pending:
         return PathResult(path, data_bytes, api, raws)
     if path.setup:
+        bench.current = f"{path.key}-setup"
         path.setup(bench)
     pairs: list[tuple[VariantResult, Variant]] = []
     if path.api and api:

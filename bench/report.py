@@ -13,7 +13,6 @@ from measure import median
 
 GIB = 1 << 30
 MIB = 1 << 20
-RATIO_TARGET = 1.10
 RSS_TARGET_MB = 150
 PROCESS_TARGET = 5
 
@@ -66,7 +65,7 @@ def _target(result: PathResult, raw: VariantResult, ratio: float) -> str:
     if raw.target is not None:
         limit = raw.target
     elif raw is result.best_raw():
-        limit = RATIO_TARGET
+        limit = result.path.ratio_target
     else:
         return ""
     if math.isnan(ratio):
@@ -158,6 +157,9 @@ def observations(results: list[PathResult]) -> list[str]:
         if api.unavailable:
             lines.append(f"{res.path.title}: API not available: {api.unavailable}")
             continue
+        if res.path.operation == "restore":
+            lines += _restore_lines(res, api)
+            continue
         for i, run in enumerate(api.runs, 1):
             x = run.extra
             rss_ok = x["rss_max_mb"] <= RSS_TARGET_MB
@@ -178,6 +180,30 @@ def observations(results: list[PathResult]) -> list[str]:
         base = by_key.get(res.path.relative_to)
         if base is not None:
             lines += _relative(res, base)
+    return lines
+
+
+def _restore_lines(res: PathResult, api: VariantResult) -> list[str]:
+    lines = []
+    for i, run in enumerate(api.runs, 1):
+        x = run.extra
+        statuses = " > ".join(
+            f"{s}@{t:.1f}s" for s, t in zip(x["statuses"], x["status_seen_at"], strict=False)
+        )
+        lines.append(
+            f"{res.path.title} run {i}: {run.seconds:.1f} s (set {x['backup_id']},"
+            f" {x['set_bytes'] / MIB:.0f} MiB stored; data directory {run.size / MIB:.0f} MiB);"
+            f" service RSS {x['rss_start_mb']:.0f} -> max {x['rss_max_mb']:.0f} MB;"
+            f" clone {statuses}; service CPU {run.cpu_seconds:.1f} s"
+            f" (threads: {x['service_threads_cpu']}), clone server CPU"
+            f" {run.server_cpu_seconds:.1f} s"
+        )
+    for raw in res.raws:
+        if raw.unavailable:
+            lines.append(f"{res.path.title}: {raw.label} not available: {raw.unavailable}")
+        for i, run in enumerate(raw.runs, 1):
+            steps = {k: v for k, v in run.extra.items() if k.endswith("_s")}
+            lines.append(f"{res.path.title} raw '{raw.label}' run {i}: {run.seconds:.1f} s {steps}")
     return lines
 
 

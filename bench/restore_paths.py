@@ -237,14 +237,28 @@ def postgres_logical_raw(bench: Bench) -> Run:
     server.start()
     started = timed.elapsed()
     spool = server.base_dir / "restore.dump"
+    steps: dict[str, float] = {}
     for db in manifest["databases"]:
+        t0 = timed.elapsed()
         timed.run(_zcat(stored.path(objects.get(db, f"{db}.dump"))), output=spool)
-        args = [pg_tool("pg_restore"), "--exit-on-error", "--no-password", f"--jobs={PG_RESTORE_JOBS}"]
+        t1 = timed.elapsed()
+        args = [
+            pg_tool("pg_restore"),
+            "--exit-on-error",
+            "--no-password",
+            f"--jobs={PG_RESTORE_JOBS}",
+        ]
         args += ["--dbname=postgres", "--create"] if db != "postgres" else ["--dbname=postgres"]
         timed.run(Stage([*args, str(spool)], env=pg_env(server)))
+        steps[f"{db}_spool_s"] = round(t1 - t0, 2)
+        steps[f"{db}_pg_restore_s"] = round(timed.elapsed() - t1, 2)
         spool.unlink()
     return timed.done(
-        server, stored, server_ready_s=round(started, 2), databases=manifest["databases"]
+        server,
+        stored,
+        server_ready_s=round(started, 2),
+        databases=manifest["databases"],
+        **steps,
     )
 
 
@@ -296,8 +310,7 @@ def restore_paths() -> list[BenchPath]:
             api_label="API CloneDBInstance (Logical set)",
             raws=(
                 RawVariant(
-                    "new server; zstd -d | mariadb per data object, side by side;"
-                    " then objects.sql",
+                    "new server; zstd -d | mariadb per data object, side by side; then objects.sql",
                     mariadb_logical_parallel_raw,
                 ),
                 RawVariant(
