@@ -97,11 +97,14 @@ def test_status_never_goes_back_to_an_earlier_phase(rig: Rig) -> None:
     done = threading.Event()
 
     def watch() -> None:
-        while not done.is_set():
+        while True:
+            finished = done.is_set()  # read once more after run() returned
             with rig.catalog.read() as s:
                 status = s.get_one(BackupJob, job_id).status
             if not seen or seen[-1] != status:
                 seen.append(status)
+            if finished:
+                return
             time.sleep(0.001)
 
     watcher = threading.Thread(target=watch)
