@@ -32,6 +32,7 @@ from rdsbackup.service.backups import BackupPolicy, BackupService
 from rdsbackup.service.instances import InstanceService
 from rdsbackup.service.links import LinkMaker, LinkSigner
 from rdsbackup.service.payloads import Payloads
+from rdsbackup.service.releases import ReleaseService
 from rdsbackup.service.restores import RestoreService
 from rdsbackup.storage.base import Storage
 from rdsbackup.storage.local import LocalStorage
@@ -189,7 +190,8 @@ def build_service(settings: Settings, engines: EngineRegistry | None = None) -> 
     restores = RestoreService(
         core.catalog, core.instances, core.inventory, restore_dispatcher, core.supervisor
     )
-    services = Services(backups, core.instances, links=links, restores=restores)
+    releases = ReleaseService(core.catalog, core.supervisor, core.storage)
+    services = Services(backups, core.instances, links=links, restores=restores, releases=releases)
     endpoint = RpcEndpoint(protocol, services, actions, settings.host_id)
     return Service(
         core=core,

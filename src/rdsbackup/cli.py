@@ -256,6 +256,36 @@ def instance_start(instance_id: str, config: ConfigOpt = None) -> None:
     core.inventory.set_status(instance_id, "Running")
 
 
+@instance_app.command("delete")
+def instance_delete(
+    instance_id: str,
+    keep: Annotated[
+        str,
+        typer.Option(help="Backup sets to keep: None, Lastest (the newest) or All."),
+    ] = "None",
+    config: ConfigOpt = None,
+) -> None:
+    """Release an instance as DeleteDBInstance does: a local server is stopped and its
+    folder removed; a registered server is only forgotten."""
+    from rdsbackup.catalog.models import Account, Instance
+    from rdsbackup.service.errors import ServiceError
+    from rdsbackup.service.releases import ReleaseService
+
+    core = _core(config)
+    with core.catalog.read() as s:
+        instance = s.get(Instance, instance_id)
+        if instance is None:
+            raise typer.BadParameter(f"no instance {instance_id}")
+        account = s.get_one(Account, instance.account_id)
+    releases = ReleaseService(core.catalog, core.supervisor, core.storage)
+    try:
+        releases.delete_instance(Principal(account.id, account.name, "cli"), instance_id, keep)
+    except ServiceError as e:
+        typer.echo(f"{instance_id}: {type(e).__name__}: {e.detail}", err=True)
+        raise typer.Exit(1) from None
+    console.print(f"instance {instance_id}: Deleted (ReleasedKeepPolicy={keep})")
+
+
 @instance_app.command("set")
 def instance_set(
     instance_id: str,

@@ -32,6 +32,9 @@ NAMING = {
 JOB_PROGRESSING = ("Checking", "Preparing", "Waiting", "Uploading")
 JOB_UNFINISHED = ("NoStart", *JOB_PROGRESSING)
 UNFINISHED = "status NOT IN ('Finished', 'Failed')"
+DELETED = "Deleted"
+"""Status of a released instance (DeleteDBInstance): kept for its retained backup sets,
+invisible to the API."""
 
 
 def split_names(value: str) -> list[str]:

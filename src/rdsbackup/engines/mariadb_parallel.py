@@ -341,6 +341,7 @@ def _snapshot_open(tool: ToolProcess) -> bool:
     CONSISTENT SNAPSHOT and its next line after it."""
     code = tool.proc.poll()
     if code is not None and code != 0:
+        tool.wait()  # its last stderr lines (the reason) may still be in the pipe
         raise ToolFailed(f"{tool.name} exited with {code}: {last_error_line(list(tool.lines))}")
     if code == 0:
         return True

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from rdsbackup.engines.base import ToolFailed
+from rdsbackup.readahead import ReadAhead
 
 _ERROR_WORDS = ("error", "fatal", "failed", "cannot", "could not", "denied", "abort")
 CHUNK = 1 << 20
@@ -169,13 +170,16 @@ def widen_pipe(fd: int) -> None:
 
 def feed(reader: BinaryIO, tool: ToolProcess) -> None:
     """Copy ``reader`` into the tool's stdin, then close it. A tool that stops reading
-    early is left for ``check`` to report."""
+    early is left for ``check`` to report. ``reader`` is read ahead on another thread,
+    so producing the bytes (decompressing a stored object) overlaps writing them."""
+    ahead = ReadAhead(reader, name="feed-read")
     try:
-        while chunk := reader.read(CHUNK):
+        while chunk := ahead.read(CHUNK):
             tool.stdin.write(chunk)
     except BrokenPipeError:
         pass
     finally:
+        ahead.close()
         with suppress(BrokenPipeError):
             tool.stdin.close()
 

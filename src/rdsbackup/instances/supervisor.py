@@ -125,6 +125,8 @@ class Supervisor:
     def ensure_running(self, instance_id: str) -> None:
         """Start the server if its process is gone (status Rebooting while it starts)."""
         with self._lock:
+            if self.inventory.status(instance_id) not in SUPERVISED:
+                return  # being deleted, or a restore owns it
             server = self.server(instance_id)
             if server.is_running():
                 return
@@ -148,9 +150,10 @@ class Supervisor:
                 log.warning("stopping %s failed: %s", instance_id, e.reason)
 
     def remove(self, instance_id: str) -> None:
-        server = self.server(instance_id)
-        server.stop()
-        shutil.rmtree(server.base_dir, ignore_errors=True)
+        with self._lock:  # not while ensure_running may be starting it
+            server = self.server(instance_id)
+            server.stop()
+            shutil.rmtree(server.base_dir, ignore_errors=True)
 
 
 class HealthMonitor:

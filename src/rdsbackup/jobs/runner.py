@@ -50,6 +50,9 @@ class RunOptions:
     heartbeat_seconds: float = 1.0
 
 
+PROCESS_STEP = 10
+"""Process is recorded early (before the next heartbeat) once it moved this many points."""
+
 ENGINE_PHASES = ("Preparing", "Waiting", "Uploading", "Checking")
 """The order of the phases an engine may report once the job is running."""
 
@@ -104,7 +107,11 @@ class JobRunner:
         progress = _Progress()
         try:
             with Heartbeat(
-                self.leases, job_id, self.options.heartbeat_seconds, progress.values
+                self.leases,
+                job_id,
+                self.options.heartbeat_seconds,
+                progress.values,
+                process_step=PROCESS_STEP,
             ) as heartbeat:
                 self._run(job, prefix, progress, heartbeat)
         except Exception as e:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import (
+    DELETED,
     JOB_PROGRESSING,
     JOB_UNFINISHED,
     BackupJob,
@@ -196,7 +197,9 @@ class BackupService:
 
     def _lock_instance(self, s: Session, who: Principal, instance_id: str) -> Instance:
         query = select(Instance).where(
-            Instance.id == instance_id, Instance.account_id == who.account_id
+            Instance.id == instance_id,
+            Instance.account_id == who.account_id,
+            Instance.status != DELETED,
         )
         if not self.catalog.is_sqlite:
             query = query.with_for_update()

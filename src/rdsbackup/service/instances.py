@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from rdsbackup.catalog.db import Catalog
-from rdsbackup.catalog.models import Database, Instance
+from rdsbackup.catalog.models import DELETED, Database, Instance
 from rdsbackup.engines.base import BackupPlan
 from rdsbackup.instances.inventory import Inventory
 from rdsbackup.service import errors
@@ -33,7 +33,9 @@ class InstanceService:
         with self.catalog.read() as s:
             instance = s.scalar(
                 select(Instance).where(
-                    Instance.id == instance_id, Instance.account_id == who.account_id
+                    Instance.id == instance_id,
+                    Instance.account_id == who.account_id,
+                    Instance.status != DELETED,
                 )
             )
             if instance is None:
@@ -43,7 +45,9 @@ class InstanceService:
     def find(
         self, who: Principal, filters: InstanceFilter, page: int, size: int
     ) -> Page[InstanceView]:
-        query = select(Instance).where(Instance.account_id == who.account_id)
+        query = select(Instance).where(
+            Instance.account_id == who.account_id, Instance.status != DELETED
+        )
         if filters.instance_ids:
             query = query.where(Instance.id.in_(filters.instance_ids))
         if filters.engine:

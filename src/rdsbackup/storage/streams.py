@@ -18,6 +18,7 @@ from typing import IO, BinaryIO, cast
 import zstandard
 
 from rdsbackup.manifest import Manifest, StoredObject
+from rdsbackup.readahead import ReadAhead
 from rdsbackup.storage.base import ObjectWriter, Storage, StorageError
 
 CHUNK = 1 << 20
@@ -87,7 +88,10 @@ class SetWriter:
         with self.storage.writer(self.prefix + stored) as out:
             hashing = _HashingWriter(out)
             if self.compression == "zstd":
-                cctx = zstandard.ZstdCompressor(level=self.level, threads=self.threads)
+                # One worker thread adds no parallelism, only a job buffer (tens of MiB at
+                # high levels) that lets Process run ahead of the work: compress in line.
+                threads = self.threads if self.threads > 1 else 0
+                cctx = zstandard.ZstdCompressor(level=self.level, threads=threads)
                 with cctx.stream_writer(cast(IO[bytes], hashing), closefd=False) as z:
                     raw = self._pump(stream, z)
             elif self.compression == "gzip":
@@ -220,10 +224,14 @@ class _VerifyingRaw(io.RawIOBase):
 
 
 class _DecompressingReader(io.RawIOBase):
+    """Decompresses what ``raw`` verifies; reading and hashing run ahead on their own
+    thread (:class:`ReadAhead`) while this one decompresses."""
+
     def __init__(self, raw: _VerifyingRaw) -> None:
-        self.raw = raw
+        self.name = raw.obj.name
+        self.source = ReadAhead(raw, name="verify-read")
         self.z = zstandard.ZstdDecompressor().stream_reader(
-            cast(IO[bytes], raw), read_across_frames=True
+            cast(IO[bytes], self.source), read_across_frames=True, read_size=CHUNK
         )
 
     def readable(self) -> bool:
@@ -233,14 +241,15 @@ class _DecompressingReader(io.RawIOBase):
         try:
             n = self.z.readinto(buffer)
         except zstandard.ZstdError as e:
-            raise ChecksumMismatch(self.raw.obj.name, f"zstd: {e}") from e
+            raise ChecksumMismatch(self.name, f"zstd: {e}") from e
         if n == 0:
-            self.raw.finish()
+            while self.source.read(CHUNK):  # to the end, where the checksum is checked
+                pass
         return int(n)
 
     def close(self) -> None:
         self.z.close()  # type: ignore[no-untyped-call]
-        self.raw.close()
+        self.source.close()
         super().close()
 
 

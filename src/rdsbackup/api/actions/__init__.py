@@ -10,6 +10,7 @@ from rdsbackup.api.protocol import Call
 from rdsbackup.service.backups import BackupService
 from rdsbackup.service.instances import InstanceService
 from rdsbackup.service.links import LinkMaker
+from rdsbackup.service.releases import ReleaseService
 from rdsbackup.service.restores import RestoreService
 
 
@@ -19,6 +20,7 @@ class Services:
     instances: InstanceService
     links: LinkMaker | None = None
     restores: RestoreService | None = None
+    releases: ReleaseService | None = None
 
 
 Handler = Callable[[Call, Services], dict[str, Any]]

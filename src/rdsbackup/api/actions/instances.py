@@ -1,4 +1,4 @@
-"""DescribeDBInstances, DescribeDBInstanceAttribute, DescribeDatabases."""
+"""DescribeDBInstances, DescribeDBInstanceAttribute, DescribeDatabases, DeleteDBInstance."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from rdsbackup.api.params import Params
 from rdsbackup.api.protocol import Call
 from rdsbackup.service.instances import InstanceFilter
+from rdsbackup.service.releases import KEEP_POLICIES
 from rdsbackup.service.views import DatabaseView, InstanceView
 from rdsbackup.timeutil import to_wire
 
@@ -57,6 +58,17 @@ def describe_databases(call: Call, svc: Services) -> dict[str, Any]:
     ]
     page = found[(page_number - 1) * page_size : page_number * page_size]
     return {"Databases": {"Database": [_database(instance, d) for d in page]}}
+
+
+def delete_db_instance(call: Call, svc: Services) -> dict[str, Any]:
+    """Answers once the instance is gone (RDS answers at once and shows ``Deleting``;
+    a local server stops in a second or two, so waiting is simpler for every client)."""
+    p = Params(call.params)
+    instance_id = p.required("DBInstanceId")
+    keep = p.choice("ReleasedKeepPolicy", KEEP_POLICIES, default="None") or "None"
+    assert svc.releases is not None
+    svc.releases.delete_instance(call.principal, instance_id, keep)
+    return {}
 
 
 def _common(i: InstanceView) -> dict[str, Any]:
@@ -123,4 +135,5 @@ ACTIONS: dict[str, Handler] = {
     "DescribeDBInstances": describe_db_instances,
     "DescribeDBInstanceAttribute": describe_db_instance_attribute,
     "DescribeDatabases": describe_databases,
+    "DeleteDBInstance": delete_db_instance,
 }
