@@ -53,18 +53,20 @@ class ReadAhead(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def _next(self) -> bytes:
+        """The next chunk the thread read; b"" at the end; its error, raised."""
+        if self._ended:
+            return b""
+        item = self._ahead.get()
+        if isinstance(item, BaseException):
+            self._ended = True
+            raise item
+        self._ended = not item
+        return item
+
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         if not self._pending:
-            if self._ended:
-                return 0
-            item = self._ahead.get()
-            if isinstance(item, BaseException):
-                self._ended = True
-                raise item
-            if not item:
-                self._ended = True
-                return 0
-            self._pending = memoryview(item)
+            self._pending = memoryview(self._next())
         n = min(len(buffer), len(self._pending))
         buffer[:n] = self._pending[:n]
         self._pending = self._pending[n:]
@@ -73,15 +75,7 @@ class ReadAhead(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         """A whole chunk as the thread read it (no copy) when ``size`` allows one."""
         if size >= CHUNK and not self._pending:
-            if self._ended:
-                return b""
-            item = self._ahead.get()
-            if isinstance(item, BaseException):
-                self._ended = True
-                raise item
-            if not item:
-                self._ended = True
-            return item
+            return self._next()
         return super().read(size) or b""
 
     def close(self) -> None:
