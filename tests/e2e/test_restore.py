@@ -3,6 +3,7 @@ writes; RestoreDatabase into a running instance; VerifyBackup; corrupt objects."
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -15,6 +16,7 @@ import psycopg
 import pymysql
 import pytest
 
+from rdsbackup.catalog.models import BackupSet
 from rdsbackup.engines.base import ServerAccess
 from rdsbackup.instances.sample_data import load_sample
 from rdsbackup.instances.servers import LocalServer
@@ -359,18 +361,25 @@ def test_restore_one_database_leaves_the_rest_untouched(
     assert '"TargetDBName"' in too_long.json()["Message"]
 
 
-@pytest.mark.parametrize("source", ["MariaDB"], indirect=True)
+def describe_backup(rds: Rds, source: Source, backup_id: str) -> dict[str, Any]:
+    items = call(rds, "DescribeBackups", DBInstanceId=source.instance_id, BackupId=backup_id)
+    return dict(items["Items"]["Backup"][0])
+
+
+@pytest.mark.parametrize("source", ["MariaDB", "PostgreSQL"], indirect=True)
 def test_verify_backup_records_the_outcome(rds: Rds, source: Source) -> None:
     job, _, _ = backup_under_writes(rds, source, BackupMethod="Logical")
+    taken = describe_backup(rds, source, job["BackupId"])
+    # Fingerprinted at backup time, while transfers kept writing: a verification passes
+    # only if the restore matches the dump's own snapshot.
+    assert taken["FingerprintSource"] == "Backup" and "VerifyStatus" not in taken
     task_id = call(rds, "VerifyBackup", DBInstanceId=source.instance_id, BackupId=job["BackupId"])[
         "TaskId"
     ]
     assert wait_task(rds, source.instance_id, task_id)["Status"] == "Finished"
-    item = call(rds, "DescribeBackups", DBInstanceId=source.instance_id, BackupId=job["BackupId"])[
-        "Items"
-    ]["Backup"][0]
+    item = describe_backup(rds, source, job["BackupId"])
     assert item["VerifyStatus"] == "Passed" and item["VerifiedAt"].endswith("Z")
-    assert item["RestoreSeconds"] > 0
+    assert item["RestoreSeconds"] > 0 and item["FingerprintSource"] == "Backup"
     second = call(rds, "VerifyBackup", DBInstanceId=source.instance_id, BackupId=job["BackupId"])[
         "TaskId"
     ]
@@ -385,6 +394,42 @@ def test_verify_backup_records_the_outcome(rds: Rds, source: Source) -> None:
         k.replace("shop.", "shop_copy.", 1): v
         for k, v in fingerprint(source.engine, source.access, ["shop"]).items()
     }
+
+
+@pytest.mark.parametrize("source", ["MariaDB", "PostgreSQL"], indirect=True)
+def test_verify_compares_with_the_fingerprints_taken_at_backup_time(
+    rds: Rds, source: Source
+) -> None:
+    job, before, after = backup_under_writes(rds, source, BackupMethod="Logical")
+    ledger = "bank.ledger" if source.engine == "MariaDB" else "bank.public.ledger"
+    with rds.service.catalog().write() as s:
+        backup = s.get_one(BackupSet, int(job["BackupId"]))
+        recorded = json.loads(backup.fingerprints)
+        # One snapshot between the transfers seen before and after the backup.
+        assert before <= recorded[ledger][0] <= after
+        recorded[ledger][0] += 1  # as if the dump had lost a row
+        backup.fingerprints = json.dumps(recorded)
+    task_id = call(rds, "VerifyBackup", DBInstanceId=source.instance_id, BackupId=job["BackupId"])[
+        "TaskId"
+    ]
+    task = wait_task(rds, source.instance_id, task_id)
+    assert task["Status"] == "Failed" and ledger in task["FailedReason"], task
+    item = describe_backup(rds, source, job["BackupId"])
+    assert item["VerifyStatus"] == "Failed" and ledger in item["VerifyReason"]
+
+
+@pytest.mark.parametrize("source", ["MariaDB"], indirect=True)
+def test_physical_sets_take_their_reference_from_the_first_verification(
+    rds: Rds, source: Source
+) -> None:
+    job, _, _ = backup_under_writes(rds, source, BackupMethod="Physical")
+    assert "FingerprintSource" not in describe_backup(rds, source, job["BackupId"])
+    task_id = call(rds, "VerifyBackup", DBInstanceId=source.instance_id, BackupId=job["BackupId"])[
+        "TaskId"
+    ]
+    assert wait_task(rds, source.instance_id, task_id)["Status"] == "Finished"
+    item = describe_backup(rds, source, job["BackupId"])
+    assert item["VerifyStatus"] == "Passed" and item["FingerprintSource"] == "Verify"
 
 
 @pytest.mark.parametrize("source", ["PostgreSQL"], indirect=True)

@@ -343,9 +343,9 @@ class ActingSink:
         self.acted = threading.Event()
         self._lock = threading.Lock()
 
-    def put(self, name: str, stream: BinaryIO) -> StoredObject:
+    def put(self, name: str, stream: BinaryIO, *, inline: bool = False) -> StoredObject:
         if self.name not in (None, name):
-            return self.inner.put(name, stream)
+            return self.inner.put(name, stream, inline=inline)
         head = stream.read(self.after)
         with self._lock:
             first = not self.acted.is_set()
@@ -354,7 +354,7 @@ class ActingSink:
             self.act()
             if self.fail:
                 raise StorageError(f"disk full while writing {name}")
-        return self.inner.put(name, io.BytesIO(head + stream.read()))
+        return self.inner.put(name, io.BytesIO(head + stream.read()), inline=inline)
 
 
 def kill_tool(name: str) -> Callable[[], None]:

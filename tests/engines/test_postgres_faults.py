@@ -59,7 +59,7 @@ class KillingSink:
         self.inner, self.tool, self.after = inner, tool, after
         self.killed: list[int] = []
 
-    def put(self, name: str, stream: BinaryIO) -> StoredObject:
+    def put(self, name: str, stream: BinaryIO, *, inline: bool = False) -> StoredObject:
         head = stream.read(self.after)
         if len(head) == self.after:
             for pid in child_pids(self.tool):
@@ -90,7 +90,7 @@ class ServerKillingSink:
         self.inner, self.server, self.after = inner, server, after
         self.killed = False
 
-    def put(self, name: str, stream: BinaryIO) -> StoredObject:
+    def put(self, name: str, stream: BinaryIO, *, inline: bool = False) -> StoredObject:
         head = b"" if name == "globals.sql" else stream.read(self.after)
         pid = self.server.pid()
         if len(head) == self.after and pid is not None:
@@ -102,7 +102,7 @@ class ServerKillingSink:
 class BrokenSink:
     """A sink whose storage fails after a little of a stream was read."""
 
-    def put(self, name: str, stream: BinaryIO) -> StoredObject:
+    def put(self, name: str, stream: BinaryIO, *, inline: bool = False) -> StoredObject:
         stream.read(4096)
         if name == "globals.sql":
             return StoredObject(name, 0, 0, "")

@@ -141,8 +141,8 @@ class WaitingSink:
     def __init__(self, inner: SetWriter, go: threading.Event, reading: threading.Event) -> None:
         self.inner, self.go, self.reading = inner, go, reading
 
-    def put(self, name: str, stream: BinaryIO) -> StoredObject:
-        return self.inner.put(name, _Paused(stream, self.go, self.reading))  # type: ignore[arg-type]
+    def put(self, name: str, stream: BinaryIO, *, inline: bool = False) -> StoredObject:
+        return self.inner.put(name, _Paused(stream, self.go, self.reading), inline=inline)  # type: ignore[arg-type]
 
 
 class _Paused:

@@ -11,7 +11,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -72,8 +72,15 @@ def _make_engine(url: str) -> Engine:
     path = url.split(":///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # Pooled: opening a SQLite connection (file, schema, PRAGMAs) costs more than most
+    # of the queries it serves. An in-memory database lives only as long as its one
+    # connection, so it is not pooled.
+    memory = not path or path == ":memory:"
     engine = create_engine(
-        url, connect_args={"timeout": 60, "check_same_thread": False}, poolclass=NullPool
+        url,
+        connect_args={"timeout": 60, "check_same_thread": False},
+        poolclass=NullPool if memory else QueuePool,
+        **({} if memory else {"pool_size": 8, "max_overflow": 16}),
     )
 
     @event.listens_for(engine, "connect")

@@ -208,7 +208,10 @@ class BackupSet(Base):
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("backup_sets.id"))
     failed_reason: Mapped[str] = mapped_column(Text, default="")
     fingerprints: Mapped[str] = mapped_column(Text, default="", server_default="")
-    """JSON ``{table: [rows, checksum]}`` the set must restore to (see jobs/verify.py)."""
+    """JSON ``{table: [rows, checksum]}`` the set must restore to (see jobs/restore.py)."""
+    fingerprint_source: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    """``Backup`` (taken in the dump's snapshot), ``Verify`` (by the first successful
+    verification) or empty (none yet)."""
     verify_status: Mapped[str] = mapped_column(String(16), default="", server_default="")
     verify_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
     verified_at: Mapped[datetime | None] = mapped_column(DateTime)

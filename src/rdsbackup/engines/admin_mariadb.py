@@ -9,11 +9,9 @@ from typing import Any
 from rdsbackup.engines.admin import DatabaseAdmin, Fingerprint
 from rdsbackup.engines.base import EngineError, ServerAccess
 from rdsbackup.engines.mariadb import SYSTEM_SCHEMAS, connect
+from rdsbackup.engines.mariadb_sql import quote_name as quote
+from rdsbackup.engines.mariadb_sql import table_fingerprint
 from rdsbackup.engines.tools import ToolProcess, find_binary, mysql_option_file
-
-
-def quote(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
 
 
 def _rows(access: ServerAccess, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -106,12 +104,7 @@ class MariaDBAdmin(DatabaseAdmin):
                         (db,),
                     )
                     for (table,) in list(cur.fetchall()):
-                        ident = f"{quote(db)}.{quote(table)}"
-                        cur.execute(f"SELECT COUNT(*) FROM {ident}")
-                        count = int(cur.fetchone()[0])
-                        cur.execute(f"CHECKSUM TABLE {ident} EXTENDED")
-                        checksum = cur.fetchone()[1]
-                        result[f"{db}.{table}"] = [count, str(checksum)]
+                        result[f"{db}.{table}"] = table_fingerprint(cur, db, table)
         finally:
             conn.close()
         return result

@@ -1,5 +1,6 @@
 """PostgreSQL administration: psycopg for SQL, ``pg_dump | pg_restore`` to copy a
-database, an order-independent md5 sum per table to fingerprint, ``pg_amcheck`` to check."""
+database, an order-independent sum of row hashes per table to fingerprint,
+``pg_amcheck`` to check."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ from psycopg import sql
 
 from rdsbackup.engines.admin import DatabaseAdmin, Fingerprint
 from rdsbackup.engines.base import EngineError, ServerAccess
-from rdsbackup.engines.postgres_common import pg_binary, session, tool_env
-from rdsbackup.engines.tools import ToolProcess
-
-_ROW_SUM = sql.SQL(
-    "SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0)"
-    " FROM {} AS t"
+from rdsbackup.engines.postgres_common import (
+    database_fingerprint,
+    pg_binary,
+    session,
+    tool_env,
 )
+from rdsbackup.engines.tools import ToolProcess
 
 
 class PostgresAdmin(DatabaseAdmin):
@@ -100,15 +101,7 @@ class PostgresAdmin(DatabaseAdmin):
         result: Fingerprint = {}
         for db in databases:
             with session(access, db) as conn:
-                tables = conn.execute(
-                    "SELECT table_schema, table_name FROM information_schema.tables "
-                    "WHERE table_type = 'BASE TABLE' AND table_schema NOT IN "
-                    "('pg_catalog', 'information_schema') ORDER BY 1, 2"
-                ).fetchall()
-                for schema, table in tables:
-                    row = conn.execute(_ROW_SUM.format(sql.Identifier(schema, table))).fetchone()
-                    assert row is not None
-                    result[f"{db}.{schema}.{table}"] = [int(row[0]), str(row[1])]
+                result.update(database_fingerprint(conn, db))
         return result
 
     def check(self, access: ServerAccess, databases: list[str]) -> list[str]:

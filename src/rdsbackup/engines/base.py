@@ -102,6 +102,9 @@ class BackupPlan:
     parent: Manifest | None = None
     """The set an incremental builds on."""
     parallel: int = 2
+    fingerprint: bool = False
+    """Logical backups: record per-table row counts and checksums in the dump's own
+    snapshot (:attr:`BackupResult.fingerprints`). Costs one more read of the data."""
 
 
 @dataclass
@@ -114,22 +117,37 @@ class BackupResult:
     consistent_time: datetime | None = None
     extra: dict[str, str] = field(default_factory=dict)
     """Engine facts a later backup or restore needs (e.g. from_lsn/to_lsn of a physical set)."""
+    fingerprints: dict[str, list[object]] | None = None
+    """``db.table`` (PostgreSQL: ``db.schema.table``) -> ``[rows, checksum]`` as of the
+    set's consistent point, computed as :class:`~rdsbackup.engines.admin.DatabaseAdmin`
+    computes them on a restored server; None when not taken."""
 
 
 class ObjectSink(Protocol):
     """Where an engine puts the raw streams its tools produce.
 
     ``put`` reads ``stream`` to EOF and returns what was stored. It is safe to call
-    from several threads at once for different names.
+    from several threads at once for different names. ``inline`` asks for the stream to
+    be compressed in the calling thread: right for a single-threaded producer (one
+    dump process) that is slower than one compressor thread, where compression worker
+    threads add only copies and hand-offs.
     """
 
-    def put(self, name: str, stream: BinaryIO) -> StoredObject: ...
+    def put(self, name: str, stream: BinaryIO, *, inline: bool = False) -> StoredObject: ...
 
 
 class ObjectSource(Protocol):
-    """Reads back the objects of a stored set: decompressed, checksum verified at EOF."""
+    """Reads back the objects of a stored set, checksum verified at EOF: ``open`` gives
+    the raw bytes; ``open_stored`` gives the bytes as stored and their compression
+    (``zstd``, ``gzip`` or ``none``), for an engine that decompresses with a tool (and
+    calls ``verify`` when that tool fails, to name a corrupt object as the cause)."""
 
     def open(self, name: str) -> BinaryIO: ...
+
+    def open_stored(self, name: str) -> tuple[BinaryIO, str]: ...
+
+    def verify(self, name: str) -> None:
+        """Read the stored object to its end: raises if its size or checksum differ."""
 
 
 @dataclass(frozen=True)

@@ -297,7 +297,9 @@ def _backup_logical(
 ) -> BackupResult:
     chosen = plan.databases if plan.strategy == BackupStrategy.DB else None
     on_phase("Uploading")
-    out = mariadb_parallel.backup_parallel(access, chosen, max(1, plan.parallel), sink)
+    out = mariadb_parallel.backup_parallel(
+        access, chosen, max(1, plan.parallel), sink, fingerprint=plan.fingerprint
+    )
     on_phase("Checking")
     return BackupResult(
         engine_version=facts.info.version,
@@ -306,6 +308,7 @@ def _backup_logical(
         consistent_position=out.position,
         consistent_time=out.consistent_time,
         extra=out.extra,
+        fingerprints=out.fingerprints,
     )
 
 

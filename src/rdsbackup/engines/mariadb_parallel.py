@@ -48,7 +48,7 @@ from typing import BinaryIO, cast
 from rdsbackup.engines.base import EngineError, ObjectSink, ObjectSource, ServerAccess, ToolFailed
 from rdsbackup.engines.mariadb_logical import DumpScanner, dump_binary, load_object
 from rdsbackup.engines.mariadb_physical import check_tool
-from rdsbackup.engines.mariadb_sql import SYSTEM_SCHEMAS, StageLock
+from rdsbackup.engines.mariadb_sql import SYSTEM_SCHEMAS, SnapshotSession, StageLock
 from rdsbackup.engines.tools import ToolProcess, last_error_line, private_file, tool_version
 
 DATA_PREFIX = "data-"
@@ -68,6 +68,9 @@ class Table:
     name: str
     size: int
     view: bool = False
+    base_table: bool = True
+    """``BASE TABLE``: not a view, sequence or system-versioned table (what a
+    fingerprint covers)."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -81,6 +84,7 @@ class ParallelOutcome:
     consistent_time: datetime
     databases: list[str]
     extra: dict[str, str] = field(default_factory=dict)
+    fingerprints: dict[str, list[object]] | None = None
 
 
 def expected_bytes(data_lengths: list[int]) -> int:
@@ -162,14 +166,24 @@ def _tells(e: ToolFailed) -> bool:
 
 
 def backup_parallel(
-    access: ServerAccess, databases: tuple[str, ...] | None, workers: int, sink: ObjectSink
+    access: ServerAccess,
+    databases: tuple[str, ...] | None,
+    workers: int,
+    sink: ObjectSink,
+    *,
+    fingerprint: bool = False,
 ) -> ParallelOutcome:
-    """Dump ``databases`` (None: every user database) with ``workers`` workers."""
+    """Dump ``databases`` (None: every user database) with ``workers`` workers; with
+    ``fingerprint``, also count and checksum every dumped table in the same snapshot,
+    once the dump is written."""
     binary = dump_binary()
     with ExitStack() as stack:
         lock = stack.enter_context(StageLock(access))
         crew = stack.enter_context(Crew())
+        snapshot = stack.enter_context(SnapshotSession(access)) if fingerprint else None
         lock.block_commit()
+        if snapshot is not None:
+            snapshot.open()
         tables, names = _list_tables(lock, databases)
         groups = deal(tables, workers)
         for k, group in enumerate(groups, 1):
@@ -183,12 +197,16 @@ def backup_parallel(
         options = stack.enter_context(_options(access, [t for t in tables if not t.view]))
         _start_dump(crew, sink, OBJECTS, _objects_args(binary, options, names), set())
         crew.join()
+        fingerprints = (
+            snapshot.fingerprints([t.key for t in tables if t.base_table]) if snapshot else None
+        )
     return ParallelOutcome(
         tool_versions={"mariadb-dump": tool_version(binary)},
         position=position,
         consistent_time=lock.blocked_at,
         databases=names,
         extra={"workers": str(len(groups)), "lock_ms": str(round(lock.commit_seconds * 1000))},
+        fingerprints=fingerprints,
     )
 
 
@@ -209,7 +227,9 @@ def _list_tables(
         + ", ".join(_sql_string(n) for n in names)
         + ")"
     )
-    tables = [Table(str(s), str(n), int(size), t == "VIEW") for s, n, t, size in rows]
+    tables = [
+        Table(str(s), str(n), int(size), t == "VIEW", t == "BASE TABLE") for s, n, t, size in rows
+    ]
     return tables, names
 
 

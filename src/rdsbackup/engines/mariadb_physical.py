@@ -199,14 +199,39 @@ def require_empty(data_dir: Path) -> None:
 
 
 def extract(source: ObjectSource, target: Path, owner: str | None) -> None:
-    """``mbstream -x`` the set's xbstream into ``target``."""
+    """``mbstream -x`` the set's xbstream into ``target``.
+
+    A zstd object goes through ``zstd -d`` piped straight into mbstream: the service
+    only reads and hashes the stored (compressed) bytes, and the decompressed stream
+    never passes through Python. When a tool fails, the stored object is checked again,
+    so that a corrupt object is reported by name rather than as zstd's complaint."""
     args = [find_binary("mbstream"), "-x", "-C", str(target)]
-    with ToolProcess(
-        args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=target, os_user=owner
-    ) as tool:
-        with source.open(DATA_OBJECT) as reader:
-            feed(reader, tool)
-        check_tool(tool)
+    stored, compression = source.open_stored(DATA_OBJECT)
+    if compression != "zstd":
+        stored.close()
+        with ToolProcess(
+            args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=target, os_user=owner
+        ) as tool:
+            with source.open(DATA_OBJECT) as reader:
+                feed(reader, tool)
+            check_tool(tool)
+        return
+    unzstd = [find_binary("zstd"), "-d", "-q", "-c"]
+    with (
+        stored,
+        ToolProcess(unzstd, stdin=subprocess.PIPE) as decompress,
+        ToolProcess(
+            args, stdin=decompress.stdout, stdout=subprocess.DEVNULL, cwd=target, os_user=owner
+        ) as tool,
+    ):
+        decompress.stdout.close()  # mbstream holds the read end
+        feed(stored, decompress)
+        try:
+            check_tool(tool)  # first: its error says more than zstd's broken pipe
+            check_tool(decompress)
+        except ToolFailed:
+            source.verify(DATA_OBJECT)
+            raise
 
 
 def prepare(data_dir: Path, owner: str | None, incremental_dir: Path | None = None) -> None:

@@ -44,6 +44,53 @@ def connect(access: ServerAccess, *, read_timeout: int = 300) -> Any:
         raise ServerUnavailable(f"{access.host}:{access.port}: {driver_message(e)}") from e
 
 
+def quote_name(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def table_fingerprint(cur: Any, database: str, table: str) -> list[object]:
+    """``[rows, CHECKSUM TABLE ... EXTENDED]``. Inside a transaction both read its
+    snapshot (InnoDB consistent reads), so a fingerprint taken in a dump's snapshot
+    describes exactly what the dump holds."""
+    ident = f"{quote_name(database)}.{quote_name(table)}"
+    cur.execute(f"SELECT COUNT(*) FROM {ident}")
+    count = int(cur.fetchone()[0])
+    cur.execute(f"CHECKSUM TABLE {ident} EXTENDED")
+    return [count, str(cur.fetchone()[1])]
+
+
+class SnapshotSession:
+    """A session holding a consistent snapshot, opened while ``BACKUP STAGE
+    BLOCK_COMMIT`` is held so that it sees what the dump workers see; it fingerprints
+    the dumped tables once they are written."""
+
+    def __init__(self, access: ServerAccess) -> None:
+        self.where = f"{access.host}:{access.port}"
+        self.conn = connect(access, read_timeout=24 * 3600)
+
+    def open(self) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+
+    def fingerprints(self, tables: list[tuple[str, str]]) -> dict[str, list[object]]:
+        try:
+            with self.conn.cursor() as cur:
+                return {f"{db}.{t}": table_fingerprint(cur, db, t) for db, t in sorted(tables)}
+        except pymysql.err.MySQLError as e:
+            raise EngineError(f"{self.where}: fingerprinting failed: {driver_message(e)}") from e
+
+    def close(self) -> None:
+        with contextlib.suppress(pymysql.err.MySQLError):
+            self.conn.close()
+
+    def __enter__(self) -> SnapshotSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True

@@ -154,7 +154,7 @@ class PostgresEngine(Engine):
         with session(access) as conn:
             databases = _logical_databases(conn, plan)
         on_phase("Uploading")
-        return logical_backup(access, databases, plan.parallel, sink)
+        return logical_backup(access, databases, plan.parallel, sink, fingerprint=plan.fingerprint)
 
     def restore_physical(
         self, manifest: Manifest, source: ObjectSource, data_dir: Path, chain: list[StoredSet]

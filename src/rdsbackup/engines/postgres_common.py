@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, LiteralString
 
 import psycopg
+from psycopg import sql
 
 from rdsbackup.engines.base import EngineError, ServerAccess, ServerUnavailable
 from rdsbackup.engines.tools import find_binary, pg_env
@@ -106,3 +107,24 @@ CURRENT_LSN = (
     "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
     " ELSE pg_current_wal_lsn() END::text"
 )
+
+
+_ROW_SUM = sql.SQL("SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0) FROM {} AS t")
+"""Rows and the sum of each row's 64-bit hash (``numeric``: no overflow). 2.4 s for
+pgbench's 7 million accounts, where an md5 per row took 5.8 s."""
+_USER_TABLES = (
+    "SELECT table_schema, table_name FROM information_schema.tables "
+    "WHERE table_type = 'BASE TABLE' AND table_schema NOT IN "
+    "('pg_catalog', 'information_schema') ORDER BY 1, 2"
+)
+
+
+def database_fingerprint(conn: Connection, database: str) -> dict[str, list[object]]:
+    """``db.schema.table`` -> ``[rows, sum of each row's hash]`` (order-independent) for
+    every user table of the connected database, in the connection's snapshot."""
+    result: dict[str, list[object]] = {}
+    for schema, table in conn.execute(_USER_TABLES).fetchall():
+        row = conn.execute(_ROW_SUM.format(sql.Identifier(schema, table))).fetchone()
+        assert row is not None
+        result[f"{database}.{schema}.{table}"] = [int(row[0]), str(row[1])]
+    return result

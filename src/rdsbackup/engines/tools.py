@@ -100,7 +100,11 @@ class ToolProcess:
             stderr=subprocess.PIPE,
             env=full_env,
             cwd=cwd,
-            start_new_session=True,
+            # Its own process group (killed as one), but the service's session: with
+            # sched_autogroup each session is a scheduling group, and a tool in a group
+            # of its own competed with the service threads feeding it (PostgreSQL
+            # logical backup of pgbench scale 70: 2.7-2.9 s against 2.95-3.15 s).
+            process_group=0,
             **user_kwargs(os_user),
         )
         if stdout == subprocess.PIPE and self.proc.stdout is not None:

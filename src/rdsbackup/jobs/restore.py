@@ -6,6 +6,12 @@ marked Running only after its data is in place; a failed clone is left ``Failed`
 the reason, its server stopped and its data removed. Restoring one database into an
 instance goes through a scratch server and a logical copy, so the target's other
 databases are never touched.
+
+A verification compares the restored tables' row counts and checksums with the set's
+fingerprints: those taken at backup time, in the dump's own snapshot (Logical sets,
+setting ``fingerprint_logical_backups``), or else those its first successful
+verification recorded (Physical and Snapshot sets have no SQL-visible snapshot at
+their consistent point to take them from).
 """
 
 from __future__ import annotations
@@ -179,7 +185,7 @@ class RestoreRunner:
             if seconds is not None:
                 backup.restore_seconds = round(seconds, 3)
             if reference is not None:
-                backup.fingerprints = reference
+                backup.fingerprints, backup.fingerprint_source = reference, "Verify"
 
     # -- helpers --------------------------------------------------------------------------
 

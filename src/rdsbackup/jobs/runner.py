@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
@@ -28,7 +28,7 @@ from rdsbackup.catalog.models import (
     Instance,
     join_names,
 )
-from rdsbackup.engines.base import BackupPlan, BackupResult, EngineError
+from rdsbackup.engines.base import BackupMethod, BackupPlan, BackupResult, EngineError
 from rdsbackup.engines.registry import EngineRegistry
 from rdsbackup.instances.inventory import Inventory
 from rdsbackup.jobs.leases import Heartbeat, Leases
@@ -48,6 +48,7 @@ class RunOptions:
     compression_threads: int = 2
     parallel: int = 2
     heartbeat_seconds: float = 1.0
+    fingerprint_logical: bool = False
 
 
 PROCESS_STEP = 10
@@ -129,6 +130,8 @@ class JobRunner:
         access = self.inventory.access(job.instance_id)
         resolved = self.planner.resolve(job, engine, access, self.options.parallel)
         plan, parent = resolved.plan, resolved.parent
+        if self.options.fingerprint_logical and plan.method == BackupMethod.LOGICAL:
+            plan = replace(plan, fingerprint=True)
         engine.check_plan(plan, access)
         progress.expected = engine.expected_bytes(access, plan)
         self._phase(
@@ -220,6 +223,8 @@ class JobRunner:
                 retention_days=job.retention_days,
                 expire_time=_expiry(now, job.retention_days),
                 parent_id=parent.backup_id if parent else None,
+                fingerprints=_json_or_empty(result.fingerprints),
+                fingerprint_source="" if result.fingerprints is None else "Backup",
                 objects=[
                     BackupObject(
                         name=o.name,
@@ -336,3 +341,7 @@ def record_failure(catalog: Catalog, job_id: int, reason: str, *, owner: str | N
 
 def _expiry(start: datetime, days: int | None) -> datetime | None:
     return None if days is None or days < 0 else start + timedelta(days=days)
+
+
+def _json_or_empty(value: object | None) -> str:
+    return "" if value is None else json.dumps(value, sort_keys=True)

@@ -87,6 +87,7 @@ class BackupView:
     verify_reason: str = ""
     verified_at: datetime | None = None
     restore_seconds: float | None = None
+    fingerprint_source: str = ""
 
     @classmethod
     def of(cls, b: BackupSet) -> BackupView:
@@ -120,6 +121,7 @@ class BackupView:
             verify_reason=b.verify_reason,
             verified_at=b.verified_at,
             restore_seconds=b.restore_seconds,
+            fingerprint_source=b.fingerprint_source,
         )
 
 

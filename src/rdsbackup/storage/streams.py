@@ -82,7 +82,7 @@ class SetWriter:
     def stored_name(self, name: str) -> str:
         return name + SUFFIX[self.compression]
 
-    def put(self, name: str, stream: BinaryIO) -> StoredObject:
+    def put(self, name: str, stream: BinaryIO, *, inline: bool = False) -> StoredObject:
         stored = self.stored_name(name)
         raw = 0
         with self.storage.writer(self.prefix + stored) as out:
@@ -90,7 +90,7 @@ class SetWriter:
             if self.compression == "zstd":
                 # One worker thread adds no parallelism, only a job buffer (tens of MiB at
                 # high levels) that lets Process run ahead of the work: compress in line.
-                threads = self.threads if self.threads > 1 else 0
+                threads = self.threads if self.threads > 1 and not inline else 0
                 cctx = zstandard.ZstdCompressor(level=self.level, threads=threads)
                 with cctx.stream_writer(cast(IO[bytes], hashing), closefd=False) as z:
                     raw = self._pump(stream, z)
@@ -277,6 +277,13 @@ class SetReader:
         elif obj.compression == "gzip":
             inner = _GunzipReader(raw)
         return io.BufferedReader(inner, buffer_size=CHUNK)
+
+    def open_stored(self, name: str) -> tuple[BinaryIO, str]:
+        """The stored bytes of object ``name`` and their compression; reading to the end
+        checks size and sha256, as ``open`` does."""
+        obj = self._stored(name)
+        raw = _VerifyingRaw(self.storage.reader(self.prefix + obj.name), obj)
+        return io.BufferedReader(raw, buffer_size=CHUNK), obj.compression
 
     def verify(self, name: str) -> None:
         """Check one stored object's size and sha256 without decompressing it."""

@@ -185,6 +185,8 @@ def _backup(b: BackupView, links: LinkMaker | None = None) -> dict[str, Any]:
         body["VerifyReason"] = b.verify_reason
         if b.restore_seconds is not None:
             body["RestoreSeconds"] = b.restore_seconds
+    if b.fingerprint_source:
+        body["FingerprintSource"] = b.fingerprint_source
     if urls and urls.by_db:
         body["BackupDownloadLinkByDB"] = {
             "BackupDownloadLinkByDB": [
