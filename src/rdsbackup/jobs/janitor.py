@@ -10,6 +10,7 @@ from sqlalchemy import select
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import BackupJob, BackupSet
 from rdsbackup.jobs.leases import Leases
+from rdsbackup.jobs.removal import delete_stored, drop_records
 from rdsbackup.jobs.runner import record_failure
 from rdsbackup.storage.base import Storage
 from rdsbackup.timeutil import utcnow
@@ -38,6 +39,7 @@ class Janitor:
         """Delete sets past their retention, never a set another set still depends on."""
         now = utcnow()
         removed: list[int] = []
+        prefixes: list[str] = []
         with self.catalog.write() as s:
             expired = list(
                 s.scalars(
@@ -54,12 +56,9 @@ class Janitor:
                 child = s.scalar(select(BackupSet.id).where(BackupSet.parent_id == backup.id))
                 if child is not None:
                     continue
-                prefix = backup.storage_prefix
-                s.delete(backup)
-                s.flush()
-                if prefix:
-                    self.storage.delete_prefix(prefix)
                 removed.append(backup.id)
+                prefixes += drop_records(s, [backup])
+        delete_stored(self.storage, prefixes)
         if removed:
             log.info("expired backup sets %s", removed)
         return removed

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -25,7 +25,6 @@ from rdsbackup.catalog.models import (
     JOB_PROGRESSING,
     JOB_UNFINISHED,
     BackupJob,
-    BackupObject,
     BackupSet,
     Instance,
     join_names,
@@ -33,6 +32,7 @@ from rdsbackup.catalog.models import (
 from rdsbackup.engines.base import BackupKind, BackupMethod, BackupPlan, BackupStrategy, EngineError
 from rdsbackup.engines.base import UnsupportedPlan as EngineRefused
 from rdsbackup.jobs.planning import NoParent, Planner
+from rdsbackup.jobs.removal import delete_stored, drop_records
 from rdsbackup.service import errors
 from rdsbackup.service.auth import Principal
 from rdsbackup.service.instances import InstanceService
@@ -328,15 +328,8 @@ class BackupService:
                     f"backup sets {', '.join(map(str, dependants))} depend on this set; "
                     "delete them in the same call"
                 )
-            prefixes = [b.storage_prefix for b in sets if b.storage_prefix]
-            for backup_id in sorted(found, reverse=True):  # incrementals before their parents
-                s.execute(delete(BackupObject).where(BackupObject.backup_id == backup_id))
-                s.execute(delete(BackupSet).where(BackupSet.id == backup_id))
-        for prefix in prefixes:
-            try:
-                self.storage.delete_prefix(prefix)
-            except Exception:
-                log.exception("deleting stored objects under %s failed", prefix)
+            prefixes = drop_records(s, sets)
+        delete_stored(self.storage, prefixes)
 
 
 def _refusal(e: EngineRefused) -> errors.ServiceError:

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from rdsbackup.catalog.db import Catalog
@@ -27,11 +27,11 @@ from rdsbackup.catalog.models import (
     DELETED,
     JOB_UNFINISHED,
     BackupJob,
-    BackupObject,
     BackupSet,
     Instance,
     RestoreTask,
 )
+from rdsbackup.jobs.removal import delete_stored, drop_records
 from rdsbackup.service import errors
 from rdsbackup.service.auth import Principal
 from rdsbackup.storage.base import Storage
@@ -75,10 +75,7 @@ class ReleaseService:
                     f"backup set {locked[0]} has StoreStatus Disabled; unlock it, or keep it "
                     "with ReleasedKeepPolicy=All"
                 )
-            prefixes = [b.storage_prefix for b in dropped if b.storage_prefix]
-            for backup in sorted(dropped, key=lambda b: b.id, reverse=True):
-                s.execute(delete(BackupObject).where(BackupObject.backup_id == backup.id))
-                s.execute(delete(BackupSet).where(BackupSet.id == backup.id))
+            prefixes = drop_records(s, dropped)
             instance.status, instance.status_reason = DELETING, ""
             local = instance.local
         reason = ""
@@ -88,11 +85,7 @@ class ReleaseService:
             except Exception as e:
                 log.exception("removing the local server of %s failed", instance_id)
                 reason = f"its local server could not be removed: {e}"
-        for prefix in prefixes:
-            try:
-                self.storage.delete_prefix(prefix)
-            except Exception:
-                log.exception("deleting stored objects under %s failed", prefix)
+        delete_stored(self.storage, prefixes)
         with self.catalog.write() as s:
             row = s.get_one(Instance, instance_id)
             row.status, row.status_reason = DELETED, reason
