@@ -157,7 +157,7 @@ def build_service(settings: Settings, engines: EngineRegistry | None = None) -> 
             compression_threads=settings.compression_threads,
             parallel=settings.backup_parallel,
             heartbeat_seconds=settings.heartbeat_seconds,
-            fingerprint_logical=settings.fingerprint_logical_backups,
+            fingerprint=settings.fingerprint_backups,
         ),
     )
     dispatcher = ThreadDispatcher(runner.run, settings.max_parallel_jobs)

@@ -418,18 +418,26 @@ def test_verify_compares_with_the_fingerprints_taken_at_backup_time(
     assert item["VerifyStatus"] == "Failed" and ledger in item["VerifyReason"]
 
 
-@pytest.mark.parametrize("source", ["MariaDB"], indirect=True)
-def test_physical_sets_take_their_reference_from_the_first_verification(
+@pytest.mark.parametrize("source", ["MariaDB", "PostgreSQL"], indirect=True)
+def test_physical_sets_fingerprinted_at_backup_time_where_provable(
     rds: Rds, source: Source
 ) -> None:
+    """MariaDB: a snapshot opened while mariadb-backup blocks commits, at the backup's
+    binlog position (transfers kept committing around it). PostgreSQL base backups have
+    no such snapshot: their first verification records the reference."""
     job, _, _ = backup_under_writes(rds, source, BackupMethod="Physical")
-    assert "FingerprintSource" not in describe_backup(rds, source, job["BackupId"])
+    taken = describe_backup(rds, source, job["BackupId"])
+    if source.engine == "MariaDB":
+        assert taken["FingerprintSource"] == "Backup"
+    else:
+        assert "FingerprintSource" not in taken
     task_id = call(rds, "VerifyBackup", DBInstanceId=source.instance_id, BackupId=job["BackupId"])[
         "TaskId"
     ]
     assert wait_task(rds, source.instance_id, task_id)["Status"] == "Finished"
     item = describe_backup(rds, source, job["BackupId"])
-    assert item["VerifyStatus"] == "Passed" and item["FingerprintSource"] == "Verify"
+    expected = "Backup" if source.engine == "MariaDB" else "Verify"
+    assert item["VerifyStatus"] == "Passed" and item["FingerprintSource"] == expected
 
 
 @pytest.mark.parametrize("source", ["PostgreSQL"], indirect=True)

@@ -103,8 +103,9 @@ class BackupPlan:
     """The set an incremental builds on."""
     parallel: int = 2
     fingerprint: bool = False
-    """Logical backups: record per-table row counts and checksums in the dump's own
-    snapshot (:attr:`BackupResult.fingerprints`). Costs one more read of the data."""
+    """Record per-table row counts and checksums as of the set's consistent point
+    (:attr:`BackupResult.fingerprints`), where the engine can prove it read them
+    there. Costs one more read of the data."""
 
 
 @dataclass

@@ -269,6 +269,7 @@ def _backup_physical(
         consistent_position=out.position,
         consistent_time=out.consistent_time,
         extra={**out.extra, **_write_counters(access)},
+        fingerprints=out.fingerprints,
     )
 
 

@@ -42,8 +42,8 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,6 +59,7 @@ from rdsbackup.engines.base import (
     ServerAccess,
     ToolFailed,
 )
+from rdsbackup.engines.mariadb_sql import SnapshotSession
 from rdsbackup.engines.tools import (
     ToolProcess,
     chown_for,
@@ -90,6 +91,11 @@ class PhysicalOutcome:
     position: dict[str, str]
     extra: dict[str, str]
     consistent_time: datetime
+    fingerprints: dict[str, list[object]] | None = None
+
+
+BLOCK_COMMIT_HELD = "Acquired locks for BACKUP STAGE BLOCK_COMMIT"
+"""mariadb-backup's line once no transaction can commit: the backup's consistent point."""
 
 
 def backup_binary() -> str:
@@ -137,10 +143,13 @@ def backup_physical(
         mysql_option_file(
             access.host, access.port, access.user, access.password, owner=access.os_user
         ) as options,
+        ExitStack() as stack,
     ):
+        snapshot = stack.enter_context(SnapshotSession(access)) if plan.fingerprint else None
         args = backup_args(binary, options, access.data_dir, scratch, plan)
         on_phase("Uploading")
-        with ToolProcess(args, cwd=scratch, os_user=access.os_user) as tool:
+        watch = _open_when_commits_blocked(snapshot) if snapshot else None
+        with ToolProcess(args, cwd=scratch, os_user=access.os_user, on_line=watch) as tool:
             sink.put(DATA_OBJECT, tool.stdout)
             finished = datetime.now(UTC)
             check_tool(tool, SUCCESS)
@@ -151,12 +160,45 @@ def backup_physical(
         if info:
             sink.put(INFO, io.BytesIO(info))
         position = parse_position(info.decode("utf-8", "replace"), list(tool.lines))
+        extra = parse_checkpoints(checkpoints.decode("utf-8", "replace"))
+        fingerprints = None
+        if snapshot is not None:
+            fingerprints, missed = _fingerprints(snapshot, position, plan)
+            if missed:
+                extra["fingerprints"] = f"not taken: {missed}"
     return PhysicalOutcome(
         tool_versions={"mariadb-backup": tool_version(binary)},
         position=position,
-        extra=parse_checkpoints(checkpoints.decode("utf-8", "replace")),
+        extra=extra,
         consistent_time=finished,
+        fingerprints=fingerprints,
     )
+
+
+def _open_when_commits_blocked(snapshot: SnapshotSession) -> Callable[[str], None]:
+    def watch(line: str) -> None:
+        if BLOCK_COMMIT_HELD in line and not snapshot.opened:
+            snapshot.open()
+
+    return watch
+
+
+def _fingerprints(
+    snapshot: SnapshotSession, position: dict[str, str], plan: BackupPlan
+) -> tuple[dict[str, list[object]] | None, str]:
+    """The backed-up tables' fingerprints, when the snapshot provably sees the backup's
+    consistent point: it opened while mariadb-backup held BLOCK_COMMIT, and its binlog
+    position is the one the backup recorded. Else None and why."""
+    if not snapshot.opened:
+        return None, "mariadb-backup never said it blocked commits"
+    seen = snapshot.binlog_position()
+    wanted = {k: position.get(k, "") for k in ("binlog_file", "binlog_pos")}
+    if not seen:
+        return None, "the server has no binary log to prove the snapshot's position"
+    if seen != wanted:
+        return None, f"the snapshot opened at {seen}, the backup is at {wanted}"
+    databases = plan.databases if plan.strategy == BackupStrategy.DB else None
+    return snapshot.fingerprints(snapshot.base_tables(databases)), ""
 
 
 def check_chain(manifests: Sequence[Manifest]) -> None:

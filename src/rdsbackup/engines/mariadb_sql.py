@@ -61,17 +61,40 @@ def table_fingerprint(cur: Any, database: str, table: str) -> list[object]:
 
 class SnapshotSession:
     """A session holding a consistent snapshot, opened while ``BACKUP STAGE
-    BLOCK_COMMIT`` is held so that it sees what the dump workers see; it fingerprints
-    the dumped tables once they are written."""
+    BLOCK_COMMIT`` is held (by the dump's lock session, or by mariadb-backup) so that
+    it sees what the backup holds; it fingerprints the tables once they are written."""
 
     def __init__(self, access: ServerAccess) -> None:
         self.where = f"{access.host}:{access.port}"
         self.conn = connect(access, read_timeout=24 * 3600)
+        self.opened = False
 
     def open(self) -> None:
         with self.conn.cursor() as cur:
             cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        self.opened = True
+
+    def binlog_position(self) -> dict[str, str]:
+        """binlog_file/binlog_pos the open snapshot is consistent with (empty without a
+        binary log)."""
+        with self.conn.cursor() as cur:
+            cur.execute("SHOW SESSION STATUS LIKE 'binlog_snapshot_%'")
+            found = {str(k).lower(): str(v) for k, v in cur.fetchall()}
+        name, pos = found.get("binlog_snapshot_file", ""), found.get("binlog_snapshot_position", "")
+        return {"binlog_file": name, "binlog_pos": pos} if name else {}
+
+    def base_tables(self, databases: tuple[str, ...] | None) -> list[tuple[str, str]]:
+        """``BASE TABLE``s of ``databases`` (None: every user database)."""
+        with self.conn.cursor() as cur:
+            cur.execute(
+                "SELECT table_schema, table_name FROM information_schema.tables"
+                " WHERE table_type = 'BASE TABLE'"
+            )
+            rows = [(str(d), str(t)) for d, t in cur.fetchall()]
+        if databases is None:
+            return [r for r in rows if r[0] not in SYSTEM_SCHEMAS]
+        return [r for r in rows if r[0] in databases]
 
     def fingerprints(self, tables: list[tuple[str, str]]) -> dict[str, list[object]]:
         try:

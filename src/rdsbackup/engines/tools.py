@@ -8,6 +8,7 @@ import collections
 import contextlib
 import fcntl
 import functools
+import logging
 import os
 import pwd
 import shutil
@@ -15,7 +16,7 @@ import signal
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -23,6 +24,7 @@ from typing import IO, Any, BinaryIO
 from rdsbackup.engines.base import ToolFailed
 from rdsbackup.readahead import ReadAhead
 
+log = logging.getLogger(__name__)
 _ERROR_WORDS = ("error", "fatal", "failed", "cannot", "could not", "denied", "abort")
 CHUNK = 1 << 20
 
@@ -75,7 +77,8 @@ def chown_for(path: Path, os_user: str | None) -> None:
 
 
 class ToolProcess:
-    """A running tool: own process group, stderr drained by a thread into a ring buffer."""
+    """A running tool: own process group, stderr drained by a thread into a ring buffer
+    (and shown line by line to ``on_line``, on that thread)."""
 
     def __init__(
         self,
@@ -87,8 +90,10 @@ class ToolProcess:
         cwd: Path | None = None,
         os_user: str | None = None,
         keep_lines: int = 200,
+        on_line: Callable[[str], None] | None = None,
     ) -> None:
         self.args = list(args)
+        self.on_line = on_line
         self.name = Path(self.args[0]).name
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "MYSQL"))}
         full_env.update(env or {})
@@ -116,7 +121,13 @@ class ToolProcess:
     def _drain(self) -> None:
         assert self.proc.stderr is not None
         for raw in self.proc.stderr:
-            self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.lines.append(line)
+            if self.on_line is not None:
+                try:
+                    self.on_line(line)
+                except Exception:  # a watcher's failure must not stop the draining
+                    log.exception("%s: the stderr watcher failed", self.name)
 
     @property
     def stdout(self) -> BinaryIO:

@@ -8,10 +8,10 @@ instance goes through a scratch server and a logical copy, so the target's other
 databases are never touched.
 
 A verification compares the restored tables' row counts and checksums with the set's
-fingerprints: those taken at backup time, in the dump's own snapshot (Logical sets,
-setting ``fingerprint_logical_backups``), or else those its first successful
-verification recorded (Physical and Snapshot sets have no SQL-visible snapshot at
-their consistent point to take them from).
+fingerprints: those taken at backup time as of its consistent point (setting
+``fingerprint_backups``: Logical sets, MariaDB Physical sets), or else those its first
+successful verification recorded (PostgreSQL Physical and both engines' Snapshot sets
+have no SQL snapshot at their consistent point to take them from).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from rdsbackup.catalog.models import (
     Instance,
     join_names,
 )
-from rdsbackup.engines.base import BackupMethod, BackupPlan, BackupResult, EngineError
+from rdsbackup.engines.base import BackupPlan, BackupResult, EngineError
 from rdsbackup.engines.registry import EngineRegistry
 from rdsbackup.instances.inventory import Inventory
 from rdsbackup.jobs.leases import Heartbeat, Leases
@@ -48,7 +48,7 @@ class RunOptions:
     compression_threads: int = 2
     parallel: int = 2
     heartbeat_seconds: float = 1.0
-    fingerprint_logical: bool = False
+    fingerprint: bool = False
 
 
 PROCESS_STEP = 10
@@ -130,7 +130,7 @@ class JobRunner:
         access = self.inventory.access(job.instance_id)
         resolved = self.planner.resolve(job, engine, access, self.options.parallel)
         plan, parent = resolved.plan, resolved.parent
-        if self.options.fingerprint_logical and plan.method == BackupMethod.LOGICAL:
+        if self.options.fingerprint:
             plan = replace(plan, fingerprint=True)
         engine.check_plan(plan, access)
         progress.expected = engine.expected_bytes(access, plan)
