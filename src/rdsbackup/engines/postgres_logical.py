@@ -15,10 +15,11 @@ Backup objects:
 The dumps run ``plan.parallel`` at a time, each compressed in its own thread (one
 pg_dump, held back by the server's ``COPY``, writes slower than one zstd thread
 compresses; zstd worker threads would only add copies: 2.7 s against 3.1 s for pgbench
-scale 70). Each pg_dump takes its own snapshot, so
-each database is consistent in itself, as of a moment between ``start_lsn`` and
-``stop_lsn`` (the WAL positions read before the first and after the last dump); the
-databases of one set are not consistent with each other.
+scale 70). Each pg_dump takes its own snapshot (or, when fingerprints are asked for, the
+one a session of ours exported and later fingerprints the database in), so each
+database is consistent in itself, as of a moment between ``start_lsn`` and ``stop_lsn``
+(the WAL positions read before the first and after the last dump); the databases of one
+set are not consistent with each other.
 
 Restore: ``globals.sql`` runs through ``psql`` (``ON_ERROR_STOP``) with the
 ``CREATE ROLE``/``ALTER ROLE ... WITH`` lines of roles that already exist on the
