@@ -163,7 +163,7 @@ def backup_physical(
         extra = parse_checkpoints(checkpoints.decode("utf-8", "replace"))
         fingerprints = None
         if snapshot is not None:
-            fingerprints, missed = _fingerprints(snapshot, position, plan)
+            fingerprints, missed = proven_fingerprints(snapshot, position, plan)
             if missed:
                 extra["fingerprints"] = f"not taken: {missed}"
     return PhysicalOutcome(
@@ -183,14 +183,14 @@ def _open_when_commits_blocked(snapshot: SnapshotSession) -> Callable[[str], Non
     return watch
 
 
-def _fingerprints(
+def proven_fingerprints(
     snapshot: SnapshotSession, position: dict[str, str], plan: BackupPlan
 ) -> tuple[dict[str, list[object]] | None, str]:
     """The backed-up tables' fingerprints, when the snapshot provably sees the backup's
     consistent point: it opened while mariadb-backup held BLOCK_COMMIT, and its binlog
     position is the one the backup recorded. Else None and why."""
     if not snapshot.opened:
-        return None, "mariadb-backup never said it blocked commits"
+        return None, "no snapshot opened while mariadb-backup blocked commits"
     seen = snapshot.binlog_position()
     wanted = {k: position.get(k, "") for k in ("binlog_file", "binlog_pos")}
     if not seen:

@@ -193,14 +193,28 @@ class RestoreRunner:
         self, chain: list[StoredSet], engine: Engine, server: LocalServer, databases: list[str]
     ) -> None:
         last = chain[-1]
+        started = time.monotonic()
         if _is_physical(last):
             server.create_dirs()
             engine.restore_physical(last.manifest, last.source, server.data_dir, chain[:-1])
+            placed = time.monotonic()
             server.start()
         else:
             server.initialize()
             server.start()
+            placed = time.monotonic()
             engine.restore_logical(last.manifest, last.source, server.access(), tuple(databases))
+        physical = _is_physical(last)
+        log.info(
+            "%s set of %s restored into %s: %s in %.2f s, then %s in %.2f s",
+            last.manifest.method,
+            last.manifest.instance_id,
+            server.data_dir,
+            "data in place" if physical else "server initialised",
+            placed - started,
+            "server started" if physical else "data loaded",
+            time.monotonic() - placed,
+        )
 
     @contextmanager
     def _scratch(self, family: str, source_instance_id: str) -> Iterator[LocalServer]:
