@@ -10,6 +10,7 @@ here are shared with those files."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import tarfile
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import google_crc32c
 import psycopg
 import pytest
 
@@ -507,3 +509,64 @@ def ledger_rows(access: ServerAccess) -> int:
         return int(query(access, "SELECT count(*) FROM ledger", "shop")[0][0])
     except psycopg.errors.UndefinedTable:
         return 0
+
+
+def test_file_crcs_agree_with_a_real_manifest(tmp_path: Path, postgres: LocalServer) -> None:
+    """The CRC32Cs computed while extracting are spelled as pg_basebackup's manifest
+    spells them, so a restore checks them itself (and pg_verifybackup skips that pass)."""
+    backup = take(tmp_path, postgres.access(), PHYSICAL)
+    crcs: dict[str, str] = {}
+    manifest_text = ""
+    with backup.reader().open("base.tar") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            data = tar.extractfile(member).read() if member.isfile() else b""  # type: ignore[union-attr]
+            if member.name == "backup_manifest":
+                manifest_text = data.decode()
+            elif member.isfile():
+                crcs[member.name] = google_crc32c.value(data).to_bytes(4, "little").hex()
+    assert postgres_physical.check_file_crcs(manifest_text, crcs) is True
+    name = json.loads(manifest_text)["Files"][0]["Path"]
+    with pytest.raises(EngineError, match="does not match"):
+        postgres_physical.check_file_crcs(manifest_text, {**crcs, name: "00000000"})
+    with pytest.raises(EngineError, match=r"not in base\.tar"):
+        postgres_physical.check_file_crcs(
+            manifest_text, {k: v for k, v in crcs.items() if k != name}
+        )
+    sha = manifest_text.replace('"CRC32C"', '"SHA256"')
+    assert postgres_physical.check_file_crcs(sha, crcs) is False
+
+
+def test_physical_restore_fails_when_a_file_differs_from_the_manifest(tmp_path: Path) -> None:
+    """A base.tar whose stored checksum is right but whose file does not match the
+    backup's own manifest (damaged before it was stored) is refused by name."""
+    buffer = io.BytesIO()
+    files = {"PG_VERSION": b"15\n", "global/pg_control": b"x" * 100}
+    manifest = {
+        "PostgreSQL-Backup-Manifest-Version": 1,
+        "Files": [
+            {
+                "Path": path,
+                "Size": len(data),
+                "Checksum-Algorithm": "CRC32C",
+                "Checksum": google_crc32c.value(data + b"!").to_bytes(4, "little").hex()
+                if path == "PG_VERSION"
+                else google_crc32c.value(data).to_bytes(4, "little").hex(),
+            }
+            for path, data in files.items()
+        ],
+    }
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for path, data in [*files.items(), ("backup_manifest", json.dumps(manifest).encode())]:
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    storage = LocalStorage(tmp_path / "storage")
+    writer = SetWriter(storage, "set")
+    writer.put_bytes("base.tar", buffer.getvalue())
+    stored = Manifest(
+        "i", PG, "15", "Physical", "FullBackup", "instance", [], writer.objects, "", ""
+    )
+    with pytest.raises(EngineError, match=r"PG_VERSION: CRC32C \w+ does not match"):
+        ENGINE.restore_physical(
+            stored, SetReader(storage, writer.prefix, stored), tmp_path / "d", []
+        )

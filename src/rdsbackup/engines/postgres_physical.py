@@ -11,24 +11,35 @@ Only one tablespace fits on stdout: instances with user tablespaces are refused
 
 Restore: the tar is extracted into an empty data directory (regular files and folders
 only, no absolute or ``..`` paths, ownership left to whoever starts the server), the
-stored object is read to its end so its checksum is checked, then ``pg_verifybackup``
-checks every file and the WAL against ``backup_manifest``. Starting ``postgres`` on the
+stored object is read to its end so its checksum is checked. Each file's CRC32C is
+computed as it is written and compared with ``backup_manifest``; ``pg_verifybackup
+--skip-checksums`` then checks the manifest's own checksum, that every file is there
+with its size, and the WAL (sets whose manifest uses another algorithm get the full
+``pg_verifybackup``). Starting ``postgres`` on the
 folder replays the included WAL from ``backup_label`` up to the backup's end point.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import tarfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+import google_crc32c
+
+if TYPE_CHECKING:
+    from _typeshed import StrOrBytesPath
 
 from rdsbackup.engines.base import EngineError, ObjectSink, ObjectSource, ServerAccess, ToolFailed
 from rdsbackup.engines.postgres_common import pg_binary, tool_env
 from rdsbackup.engines.tools import CHUNK, ToolProcess, tool_version
+
+_COPY_CHUNK = 256 * 1024
 
 BASE_TAR = "base.tar"
 MANIFEST_FILE = "backup_manifest"
@@ -86,21 +97,50 @@ def restore_base(source: ObjectSource, data_dir: Path) -> None:
         raise EngineError(f"restore target {data_dir} is not empty")
     stream = source.open(BASE_TAR)
     try:
-        _extract(stream, data_dir)
+        crcs = _extract(stream, data_dir)
     finally:
         stream.close()
     manifest = data_dir / MANIFEST_FILE
     if manifest.is_file():
-        _verify(data_dir)
+        checked = check_file_crcs(manifest.read_text(encoding="utf-8"), crcs)
+        _verify(data_dir, skip_checksums=checked)
         manifest.unlink()
 
 
-def _extract(stream: BinaryIO, data_dir: Path) -> None:
+class _ChecksummingTar(tarfile.TarFile):
+    """Extracts as TarFile does, computing the CRC32C of each regular file (the default
+    checksum of pg_basebackup's manifest) while writing it: the bytes pass through here
+    anyway, so pg_verifybackup need not read them all again."""
+
+    crcs: dict[str, str]
+
+    def makefile(self, tarinfo: tarfile.TarInfo, targetpath: StrOrBytesPath) -> None:
+        if tarinfo.sparse is not None:
+            raise EngineError(f"{BASE_TAR} holds a sparse file: {tarinfo.name!r}")
+        source = self.fileobj
+        assert source is not None
+        source.seek(tarinfo.offset_data)
+        crc, remaining = 0, tarinfo.size
+        with open(targetpath, "wb") as target:
+            while remaining:
+                chunk = source.read(min(_COPY_CHUNK, remaining))
+                if not chunk:
+                    raise tarfile.ReadError(f"{tarinfo.name}: unexpected end of data")
+                target.write(chunk)
+                crc = google_crc32c.extend(crc, chunk)
+                remaining -= len(chunk)
+        self.crcs[tarinfo.name.removeprefix("./")] = crc.to_bytes(4, "little").hex()
+
+
+def _extract(stream: BinaryIO, data_dir: Path) -> dict[str, str]:
     """Extract the tar stream, then read the object to its end (the checksum is checked
-    there). A damaged stream is reported as the checksum error when it is one."""
+    there). A damaged stream is reported as the checksum error when it is one. Returns
+    each regular file's CRC32C, as the manifest spells it."""
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
+        with _ChecksummingTar.open(fileobj=stream, mode="r|") as tar:
+            tar.crcs = {}
             tar.extractall(data_dir, filter=_member_filter)  # noqa: S202 (filtered)
+            crcs = tar.crcs
     except (tarfile.TarError, OSError, EOFError) as e:
         _read_to_end(stream)
         raise EngineError(f"{BASE_TAR} could not be extracted: {e}") from e
@@ -108,6 +148,28 @@ def _extract(stream: BinaryIO, data_dir: Path) -> None:
         _read_to_end(stream)
         raise
     _read_to_end(stream)
+    return crcs
+
+
+def check_file_crcs(manifest_text: str, crcs: dict[str, str]) -> bool:
+    """Compare the files' CRC32Cs with ``backup_manifest``. False (nothing checked) when
+    the manifest uses another algorithm or names a file by an encoded path: then
+    pg_verifybackup checks the checksums itself. Raises EngineError on a mismatch."""
+    try:
+        files = json.loads(manifest_text)["Files"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise EngineError(f"{MANIFEST_FILE} cannot be read: {e}") from e
+    if any(f.get("Checksum-Algorithm") != "CRC32C" or "Path" not in f for f in files):
+        return False
+    for f in files:
+        found = crcs.get(f["Path"])
+        if found is None:
+            raise EngineError(f"{f['Path']} is in {MANIFEST_FILE} but not in {BASE_TAR}")
+        if found != str(f.get("Checksum", "")).lower():
+            raise EngineError(
+                f"{f['Path']}: CRC32C {found} does not match {MANIFEST_FILE} ({f.get('Checksum')})"
+            )
+    return True
 
 
 def _read_to_end(stream: BinaryIO) -> None:
@@ -126,7 +188,13 @@ def _member_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
     return safe.replace(uid=None, gid=None, uname=None, gname=None, deep=False)  # type: ignore[arg-type]
 
 
-def _verify(data_dir: Path) -> None:
-    args = [pg_binary("pg_verifybackup"), "--quiet", str(data_dir)]
+def _verify(data_dir: Path, *, skip_checksums: bool) -> None:
+    """pg_verifybackup: the manifest's own checksum, every file present with its size,
+    the WAL up to the backup's end parseable, and (unless already checked while
+    extracting) every file's checksum."""
+    args = [pg_binary("pg_verifybackup"), "--quiet"]
+    if skip_checksums:
+        args.append("--skip-checksums")
+    args.append(str(data_dir))
     with ToolProcess(args, stdout=subprocess.DEVNULL) as tool:
         tool.check()
