@@ -15,8 +15,8 @@ stored object is read to its end so its checksum is checked. Each file's CRC32C 
 computed as it is written and compared with ``backup_manifest``; ``pg_verifybackup
 --skip-checksums`` then checks the manifest's own checksum, that every file is there
 with its size, and the WAL (sets whose manifest uses another algorithm get the full
-``pg_verifybackup``). Starting ``postgres`` on the
-folder replays the included WAL from ``backup_label`` up to the backup's end point.
+``pg_verifybackup``). Starting ``postgres`` on the folder replays the included WAL from
+``backup_label`` up to the backup's end point.
 """
 
 from __future__ import annotations
@@ -110,7 +110,9 @@ def restore_base(source: ObjectSource, data_dir: Path) -> None:
 class _ChecksummingTar(tarfile.TarFile):
     """Extracts as TarFile does, computing the CRC32C of each regular file (the default
     checksum of pg_basebackup's manifest) while writing it: the bytes pass through here
-    anyway, so pg_verifybackup need not read them all again."""
+    anyway, so pg_verifybackup need not read them all again. ``makefile`` is TarFile's
+    step that writes one regular file; which members are extracted where, and the
+    filter, stay TarFile's."""
 
     crcs: dict[str, str]
 
