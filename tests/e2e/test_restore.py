@@ -361,6 +361,12 @@ def test_restore_one_database_leaves_the_rest_untouched(
     assert '"TargetDBName"' in too_long.json()["Message"]
 
 
+def verify(rds: Rds, source: Source, backup_id: str) -> dict[str, Any]:
+    """VerifyBackup, then the restore task once it ended."""
+    started = call(rds, "VerifyBackup", DBInstanceId=source.instance_id, BackupId=backup_id)
+    return wait_task(rds, source.instance_id, started["TaskId"])
+
+
 def describe_backup(rds: Rds, source: Source, backup_id: str) -> dict[str, Any]:
     items = call(rds, "DescribeBackups", DBInstanceId=source.instance_id, BackupId=backup_id)
     return dict(items["Items"]["Backup"][0])
@@ -373,17 +379,11 @@ def test_verify_backup_records_the_outcome(rds: Rds, source: Source) -> None:
     # Fingerprinted at backup time, while transfers kept writing: a verification passes
     # only if the restore matches the dump's own snapshot.
     assert taken["FingerprintSource"] == "Backup" and "VerifyStatus" not in taken
-    task_id = call(rds, "VerifyBackup", DBInstanceId=source.instance_id, BackupId=job["BackupId"])[
-        "TaskId"
-    ]
-    assert wait_task(rds, source.instance_id, task_id)["Status"] == "Finished"
+    assert verify(rds, source, job["BackupId"])["Status"] == "Finished"
     item = describe_backup(rds, source, job["BackupId"])
     assert item["VerifyStatus"] == "Passed" and item["VerifiedAt"].endswith("Z")
     assert item["RestoreSeconds"] > 0 and item["FingerprintSource"] == "Backup"
-    second = call(rds, "VerifyBackup", DBInstanceId=source.instance_id, BackupId=job["BackupId"])[
-        "TaskId"
-    ]
-    assert wait_task(rds, source.instance_id, second)["Status"] == "Finished"
+    assert verify(rds, source, job["BackupId"])["Status"] == "Finished"
     by_cli = rds.service.cli_json("backup", "verify", job["BackupId"])
     assert by_cli["Status"] == "Finished", by_cli
     restored = rds.service.cli_json(
@@ -409,10 +409,7 @@ def test_verify_compares_with_the_fingerprints_taken_at_backup_time(
         assert before <= recorded[ledger][0] <= after
         recorded[ledger][0] += 1  # as if the dump had lost a row
         backup.fingerprints = json.dumps(recorded)
-    task_id = call(rds, "VerifyBackup", DBInstanceId=source.instance_id, BackupId=job["BackupId"])[
-        "TaskId"
-    ]
-    task = wait_task(rds, source.instance_id, task_id)
+    task = verify(rds, source, job["BackupId"])
     assert task["Status"] == "Failed" and ledger in task["FailedReason"], task
     item = describe_backup(rds, source, job["BackupId"])
     assert item["VerifyStatus"] == "Failed" and ledger in item["VerifyReason"]
@@ -431,10 +428,7 @@ def test_physical_sets_fingerprinted_at_backup_time_where_provable(
         assert taken["FingerprintSource"] == "Backup"
     else:
         assert "FingerprintSource" not in taken
-    task_id = call(rds, "VerifyBackup", DBInstanceId=source.instance_id, BackupId=job["BackupId"])[
-        "TaskId"
-    ]
-    assert wait_task(rds, source.instance_id, task_id)["Status"] == "Finished"
+    assert verify(rds, source, job["BackupId"])["Status"] == "Finished"
     item = describe_backup(rds, source, job["BackupId"])
     expected = "Backup" if source.engine == "MariaDB" else "Verify"
     assert item["VerifyStatus"] == "Passed" and item["FingerprintSource"] == expected
@@ -458,10 +452,7 @@ def test_corrupt_object_stops_clone_and_verify(rds: Rds, source: Source) -> None
     item, seen = wait_instance(rds, clone_id)
     assert item["DBInstanceStatus"] == "Failed" and "Running" not in seen
     assert "base.tar.zst" in item["StatusReason"]
-    task_id = call(rds, "VerifyBackup", DBInstanceId=source.instance_id, BackupId=job["BackupId"])[
-        "TaskId"
-    ]
-    task = wait_task(rds, source.instance_id, task_id)
+    task = verify(rds, source, job["BackupId"])
     assert task["Status"] == "Failed" and "base.tar.zst" in task["FailedReason"]
     backup = call(
         rds, "DescribeBackups", DBInstanceId=source.instance_id, BackupId=job["BackupId"]

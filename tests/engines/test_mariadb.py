@@ -473,7 +473,7 @@ def test_dump_scanner_notes_sections_and_tables(piece: int) -> None:
 
 def test_deal_balances_the_biggest_tables_first() -> None:
     tables = [Table("d", f"t{n}", size) for n, size in enumerate([50, 40, 30, 20, 10, 0])]
-    tables.append(Table("d", "v", 0, view=True))
+    tables.append(Table("d", "v", 0, "VIEW"))
     groups = deal(tables, 2)
     assert [sorted(t.name for t in g) for g in groups] == [["t0", "t3", "t4"], ["t1", "t2", "t5"]]
     assert deal(tables[:1], 4) == [[tables[0]]]

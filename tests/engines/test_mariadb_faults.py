@@ -63,7 +63,8 @@ def commits_go_through(access: ServerAccess) -> bool:
         # the dump workers or their lock session, whichever notices first
         (
             "Logical",
-            r"^(mariadb-dump exited with \d+|.*SHOW .* failed): .*(Lost connection|gone away)",
+            r"^(mariadb-dump exited with \d+|.*(SHOW|SELECT) .* failed): "
+            r".*(Lost connection|gone away)",
         ),
         ("Snapshot", r"Lost connection|gone away"),
     ],

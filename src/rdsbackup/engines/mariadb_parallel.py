@@ -67,10 +67,17 @@ class Table:
     database: str
     name: str
     size: int
-    view: bool = False
-    base_table: bool = True
-    """``BASE TABLE``: not a view, sequence or system-versioned table (what a
-    fingerprint covers)."""
+    table_type: str = "BASE TABLE"
+    """information_schema's: ``BASE TABLE``, ``VIEW``, ``SEQUENCE``, ``SYSTEM VERSIONED``."""
+
+    @property
+    def view(self) -> bool:
+        return self.table_type == "VIEW"
+
+    @property
+    def base_table(self) -> bool:
+        """What a fingerprint covers: not a view, sequence or system-versioned table."""
+        return self.table_type == "BASE TABLE"
 
     @property
     def key(self) -> tuple[str, str]:
@@ -227,9 +234,7 @@ def _list_tables(
         + ", ".join(_sql_string(n) for n in names)
         + ")"
     )
-    tables = [
-        Table(str(s), str(n), int(size), t == "VIEW", t == "BASE TABLE") for s, n, t, size in rows
-    ]
+    tables = [Table(str(s), str(n), int(size), str(t)) for s, n, t, size in rows]
     return tables, names
 
 

@@ -193,8 +193,9 @@ class RestoreRunner:
         self, chain: list[StoredSet], engine: Engine, server: LocalServer, databases: list[str]
     ) -> None:
         last = chain[-1]
+        physical = _is_physical(last)
         started = time.monotonic()
-        if _is_physical(last):
+        if physical:
             server.create_dirs()
             engine.restore_physical(last.manifest, last.source, server.data_dir, chain[:-1])
             placed = time.monotonic()
@@ -204,7 +205,6 @@ class RestoreRunner:
             server.start()
             placed = time.monotonic()
             engine.restore_logical(last.manifest, last.source, server.access(), tuple(databases))
-        physical = _is_physical(last)
         log.info(
             "%s set of %s restored into %s: %s in %.2f s, then %s in %.2f s",
             last.manifest.method,

@@ -267,10 +267,14 @@ class SetReader:
                 return obj
         raise KeyError(name)
 
+    def _verifying(self, name: str) -> _VerifyingRaw:
+        obj = self._stored(name)
+        return _VerifyingRaw(self.storage.reader(self.prefix + obj.name), obj)
+
     def open(self, name: str) -> BinaryIO:
         """Raw bytes of object ``name`` (stored name, or the name given to ``put``)."""
-        obj = self._stored(name)
-        raw = _VerifyingRaw(self.storage.reader(self.prefix + obj.name), obj)
+        raw = self._verifying(name)
+        obj = raw.obj
         inner: io.RawIOBase = raw
         if obj.compression == "zstd":
             inner = _DecompressingReader(raw)
@@ -281,14 +285,12 @@ class SetReader:
     def open_stored(self, name: str) -> tuple[BinaryIO, str]:
         """The stored bytes of object ``name`` and their compression; reading to the end
         checks size and sha256, as ``open`` does."""
-        obj = self._stored(name)
-        raw = _VerifyingRaw(self.storage.reader(self.prefix + obj.name), obj)
-        return io.BufferedReader(raw, buffer_size=CHUNK), obj.compression
+        raw = self._verifying(name)
+        return io.BufferedReader(raw, buffer_size=CHUNK), raw.obj.compression
 
     def verify(self, name: str) -> None:
         """Check one stored object's size and sha256 without decompressing it."""
-        obj = self._stored(name)
-        raw = _VerifyingRaw(self.storage.reader(self.prefix + obj.name), obj)
+        raw = self._verifying(name)
         try:
             raw.finish()
         finally:
