@@ -137,24 +137,28 @@ def _fresh_mariadb(bench: Bench) -> tuple[LocalServer, Path]:
     return server, _client_options(server)
 
 
-def _logical_objects(stored: StoredSetRef) -> tuple[list[Path], list[Path]]:
-    """The set's data objects (loaded side by side) and what must follow them."""
+def _logical_objects(stored: StoredSetRef) -> tuple[list[Path], list[Path], list[Path]]:
+    """What must be loaded first, the set's data objects (loaded side by side), and
+    what must follow them."""
     names = [n.removesuffix(".zst") for n in stored.objects() if n != "manifest.json"]
+    before = [stored.path(n) for n in names if n == "schema.sql"]
     data = [stored.path(n) for n in names if n.startswith("data-")]
     after = [stored.path(n) for n in names if n == "objects.sql"]
     if not data:  # a single-stream set
         data = [stored.path("dump.sql")]
-    return data, after
+    return before, data, after
 
 
 def mariadb_logical_parallel_raw(bench: Bench) -> Run:
-    """A fresh server, then one ``zstd -d | mariadb`` per data object side by side, then
-    ``objects.sql`` (as the service loads them)."""
+    """A fresh server, then ``schema.sql``, one ``zstd -d | mariadb`` per data object
+    side by side, then ``objects.sql`` (as the service loads them)."""
     stored = bench.stored_set(MARIADB, "Logical")
-    data, after = _logical_objects(stored)
+    before, data, after = _logical_objects(stored)
     timed = _Timed(bench)
     server, options = _fresh_mariadb(bench)
     started = timed.elapsed()
+    for f in before:
+        timed.run(_zcat(f), _mariadb_client(options))
     _side_by_side([functools.partial(timed.run, _zcat(f), _mariadb_client(options)) for f in data])
     for f in after:
         timed.run(_zcat(f), _mariadb_client(options))
@@ -164,11 +168,11 @@ def mariadb_logical_parallel_raw(bench: Bench) -> Run:
 def mariadb_logical_single_raw(bench: Bench) -> Run:
     """A fresh server, then every object through one ``zstd -d | mariadb``."""
     stored = bench.stored_set(MARIADB, "Logical")
-    data, after = _logical_objects(stored)
+    before, data, after = _logical_objects(stored)
     timed = _Timed(bench)
     server, options = _fresh_mariadb(bench)
     started = timed.elapsed()
-    timed.run(_zcat(*data, *after), _mariadb_client(options))
+    timed.run(_zcat(*before, *data, *after), _mariadb_client(options))
     return timed.done(server, stored, server_ready_s=round(started, 2), streams=1)
 
 
@@ -310,7 +314,8 @@ def restore_paths() -> list[BenchPath]:
             api_label="API CloneDBInstance (Logical set)",
             raws=(
                 RawVariant(
-                    "new server; zstd -d | mariadb per data object, side by side; then objects.sql",
+                    "new server; schema.sql, then zstd -d | mariadb per data object, side by"
+                    " side; then objects.sql",
                     mariadb_logical_parallel_raw,
                 ),
                 RawVariant(

@@ -292,6 +292,7 @@ def test_logical_under_writes_restores_to_its_position(
         backup = take(tmp_path, access, plan)
     result = backup.done
     assert backup.names() == {
+        "schema.sql.zst",
         "data-1.sql.zst",
         "data-2.sql.zst",
         "data-3.sql.zst",
@@ -306,7 +307,7 @@ def test_logical_under_writes_restores_to_its_position(
     assert "mariadb-dump" in result.tool_versions
     assert 0.5 < ratio(backup, expected) < 2
 
-    for k in (1, 2, 3):  # loaded side by side: no LOCK TABLES (see _worker_args)
+    for k in (1, 2, 3):  # loaded side by side: no LOCK TABLES (see ROWS_DUMP)
         with backup.reader().open(f"data-{k}.sql") as f:
             assert b"LOCK TABLES" not in f.read()
     target = restore_logical(backup, server_factory)
@@ -314,6 +315,68 @@ def test_logical_under_writes_restores_to_its_position(
     views = query(target.access(), "SELECT COUNT(*) FROM shop.customer_totals")
     assert views[0][0] > 0
     assert_replays_to_source(backup, source, target)
+
+
+_CHARSETS_SQL = [
+    "CREATE DATABASE chars CHARACTER SET latin1",
+    "CREATE TABLE chars.`tàble` (id INT PRIMARY KEY,"
+    " `cölumn` VARCHAR(20) CHARACTER SET latin1 DEFAULT 'é' COMMENT 'café ✓',"
+    " u VARCHAR(20) CHARACTER SET utf8mb4 DEFAULT '✓', w VARCHAR(20) CHARACTER SET ucs2,"
+    " s VARCHAR(20) CHARACTER SET sjis, c VARCHAR(20) CHARACTER SET cp1251,"
+    " b VARBINARY(300), t TEXT CHARACTER SET utf8mb4) COMMENT 'tablé ✓'",
+    "CREATE TABLE chars.log (id INT AUTO_INCREMENT PRIMARY KEY, msg VARCHAR(50) CHARSET utf8mb4)",
+    "CREATE TRIGGER chars.noted AFTER INSERT ON chars.`tàble` FOR EACH ROW"
+    " INSERT INTO chars.log (msg) VALUES (CONCAT('ünï ✓ ', NEW.id))",
+    "INSERT INTO chars.`tàble` VALUES (1, 'é''\\\\x', '😀✓ä', 'ä✓', 'ソ表能', 'Привет',"
+    " %s, 'line1\\nline2\\ttab\\\\ \"q\"')",
+    "INSERT INTO chars.`tàble` (id) VALUES (2)",
+    "CREATE SEQUENCE chars.seq START WITH 100",
+    "CREATE TABLE chars.part (a INT) ENGINE=MyISAM",
+    "INSERT INTO chars.part VALUES (1), (2)",
+    "CREATE TABLE chars.merged (a INT) ENGINE=MRG_MyISAM UNION=(chars.part)",
+    "CREATE VIEW chars.`vué` AS SELECT id, `cölumn`, 'vüe ✓' AS lit FROM chars.`tàble`",
+    "CREATE FUNCTION chars.`fün`() RETURNS VARCHAR(20) CHARSET latin1 DETERMINISTIC RETURN 'fün é'",
+]
+_CHARSETS_CHECK = [
+    "SHOW CREATE TABLE chars.`tàble`",
+    "SHOW CREATE VIEW chars.`vué`",
+    "SHOW CREATE FUNCTION chars.`fün`",
+    "SELECT id, HEX(`cölumn`), HEX(u), HEX(w), HEX(s), HEX(c), HEX(b), HEX(t)"
+    " FROM chars.`tàble` ORDER BY id",
+    "SELECT id, HEX(msg) FROM chars.log ORDER BY id",
+    "SELECT * FROM chars.`vué` ORDER BY id",
+    "SELECT chars.`fün`(), (SELECT COUNT(*) FROM chars.merged)",
+    "SELECT action_statement FROM information_schema.triggers WHERE trigger_schema = 'chars'",
+]
+
+
+def test_logical_keeps_character_sets_sequences_and_merge_tables(
+    tmp_path: Path, server_factory: ServerFactory
+) -> None:
+    """Rows travel as binary, definitions as utf8mb4: a latin1 column's non-ASCII default,
+    multi-byte and binary values, a sequence, a MERGE table, and a trigger (which must
+    not fire while the rows load) all come back as they were."""
+    source = server_factory("MariaDB")
+    source.start()
+    for sql in _CHARSETS_SQL:
+        query(source.access(), sql, (bytes(range(256)),) if "%s" in sql else ())
+    query(source.access(), "SELECT NEXTVAL(chars.seq)")
+    backup = take(tmp_path, source.access(), LOGICAL)
+    assert backup.names() == {
+        "schema.sql.zst",
+        "data-1.sql.zst",
+        "data-2.sql.zst",
+        "objects.sql.zst",
+    }
+    assert int(backup.done.extra["ddl_lock_ms"]) >= int(backup.done.extra["lock_ms"])
+
+    target = restore_logical(backup, server_factory)
+    for sql in _CHARSETS_CHECK:
+        assert query(target.access(), sql) == query(source.access(), sql), sql
+    assert query(target.access(), "SELECT HEX(b) FROM chars.`tàble` WHERE id = 1") == [
+        (bytes(range(256)).hex().upper(),)
+    ]
+    assert query(target.access(), "SELECT NEXTVAL(chars.seq)")[0][0] > 100
 
 
 def test_logical_db_backup_holds_only_its_databases(

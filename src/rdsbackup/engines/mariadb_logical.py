@@ -1,16 +1,18 @@
 """Reading and loading ``mariadb-dump`` streams.
 
 :class:`DumpScanner` passes a dump through to the sink unchanged while noting what it
-holds (the database sections, the tables whose structure it carries, whether it ended
-with mariadb-dump's completion line). :class:`SectionFilter` keeps only the sections of
-chosen databases on the way back, and :func:`load_object` feeds one stored dump object
-to a ``mariadb`` client.
+holds (the database sections, the tables whose structure or rows it carries, whether it
+ended with mariadb-dump's completion line). :class:`SectionFilter` keeps only the
+sections of chosen databases on the way back, and :func:`load_object` feeds one stored
+dump object to a ``mariadb`` client.
 
-A dump written with ``--databases`` opens each database with a
-``-- Current Database: `name``` line; tables open with ``-- Table structure for table
-`name```. Marks are recognised only at the start of a line outside ``DELIMITER ;;``
-blocks (routine and trigger bodies). mariadb-dump writes every row value on the line of
-its INSERT (newlines inside values are escaped), so no data line can look like a mark.
+A dump written with ``--databases`` opens each database with a ``-- Current Database:
+`name``` line; a table's structure opens with ``-- Table structure for table `name```
+(a sequence's: ``-- Sequence structure for `name```), its rows with ``-- Dumping data
+for table `name```. Marks are recognised only at the start of a line outside
+``DELIMITER ;;`` blocks (routine and trigger bodies). mariadb-dump writes every row
+value on the line of its INSERT (newlines inside values are escaped), so no data line
+can look like a mark.
 
 Sets written by the first version of this engine hold one object, ``dump.sql`` (every
 database in one ``mariadb-dump --single-transaction`` stream); :func:`restore_logical`
@@ -32,6 +34,8 @@ DUMP_OBJECT = "dump.sql"
 DONE_MARKER = b"\n-- Dump completed"
 SECTION_MARK = b"-- Current Database: `"
 TABLE_MARK = b"-- Table structure for table `"
+SEQUENCE_MARK = b"-- Sequence structure for `"
+DATA_MARK = b"-- Dumping data for table `"
 TAIL_BYTES = 16 * 1024
 _CANDIDATE = re.compile(rb"\n[-D]")
 _MARK_LINE = 1024
@@ -127,7 +131,7 @@ class Marks:
             return None
         if self.in_delimiter:
             return None
-        for mark in (SECTION_MARK, TABLE_MARK):
+        for mark in (SECTION_MARK, TABLE_MARK, SEQUENCE_MARK, DATA_MARK):
             name = quoted_name(body, mark)
             if name is not None:
                 return mark, name
@@ -135,8 +139,9 @@ class Marks:
 
 
 class DumpScanner:
-    """Passes a dump stream through unchanged, noting its databases and tables (in
-    order, as ``(database, table)``) and keeping its last 16 KiB."""
+    """Passes a dump stream through unchanged, noting its databases and the tables
+    whose structure or rows it holds (in order, as ``(database, table)``; a table whose
+    structure and rows are both there is noted twice) and keeping its last 16 KiB."""
 
     def __init__(self, inner: BinaryIO) -> None:
         self._read: Callable[[int], bytes] = getattr(inner, "read1", inner.read)

@@ -3,32 +3,51 @@ one consistent point, loaded back with one ``mariadb`` client per object.
 
 Backup:
 
-1. a lock session runs ``BACKUP STAGE START ... BLOCK_COMMIT``: no transaction commits
-   and no DDL runs from now on. Running statements are not waited for: FLUSH TABLES
-   WITH READ LOCK (mariadb-dump --master-data, mydumper) waits for every running write
-   statement and holds all new writes meanwhile (measured: a 3 s UPDATE stalled every
-   commit for 2.7 s; see ``bench/mariadb_logical_choice.py``);
-2. it lists the tables (the listing cannot go stale: DDL is blocked) and deals them to
-   ``parallel`` workers, biggest first, each to the least loaded one;
-3. each worker is one ``mariadb-dump --single-transaction --databases ...`` process,
-   told by ``ignore-table`` lines in its option file to skip every table that is not
-   its own. Once each has opened its snapshot (its ``--verbose`` log goes past
-   "Starting transaction"), all the snapshots see the same committed transactions;
-   the binlog position and GTID are read, and ``BACKUP STAGE END`` lets commits go on;
+1. a lock session runs ``BACKUP STAGE START ... BLOCK_DDL``: no DDL runs from now on
+   (commits go on). It lists the tables (the listing cannot go stale) and one
+   ``mariadb-dump --no-data`` writes ``schema.sql``: CREATE DATABASE IF NOT EXISTS and
+   every table's and sequence's CREATE statement;
+2. ``BACKUP STAGE BLOCK_COMMIT``: no transaction commits from now on either. Running
+   statements are not waited for: FLUSH TABLES WITH READ LOCK (mariadb-dump
+   --master-data, mydumper) waits for every running write statement and holds all new
+   writes meanwhile (measured: a 3 s UPDATE stalled every commit for 2.7 s; see
+   ``bench/mariadb_logical_choice.py``);
+3. the tables that have rows to dump are dealt to ``parallel`` workers, biggest first,
+   each to the least loaded one. Each worker is one ``mariadb-dump --single-transaction
+   --no-create-info --databases ...`` process, told by ``ignore-table`` lines in its
+   option file to skip every table that is not its own. Once each has opened its
+   snapshot (its ``--verbose`` log goes past "Starting transaction"), all the snapshots
+   see the same committed transactions; the binlog position and GTID are read, and
+   ``BACKUP STAGE END`` lets commits and DDL go on;
 4. one more ``mariadb-dump --no-data`` writes ``objects.sql``: the views, routines and
    events (no table: they are all ignored).
 
-Every stream is checked: it must end with mariadb-dump's completion line and hold
-exactly the tables dealt to it, so a table created or dropped during the dump (DDL is
-not blocked once the snapshots are open, as with any ``--single-transaction`` dump)
-fails the backup instead of giving a set that would not restore to one point.
+The workers read rows with ``--default-character-set=binary``: the server sends every
+value as stored, unconverted, and mariadb-dump escapes it byte by byte instead of
+character by character (half the client CPU; it is what mydumper does). The rows load
+back byte for byte under the ``SET NAMES binary`` the objects start with. Statements
+that carry text in a character set of their own (CREATE TABLE with a latin1 default,
+views, routines) must not go through a binary connection (the literal would be stored
+as its UTF-8 bytes), so they are in ``schema.sql`` and ``objects.sql``, written with
+utf8mb4. Triggers stay with their table's rows: mariadb-dump sets each trigger's own
+character sets around it.
 
-Objects: ``data-<k>.sql`` (k = 1..workers: CREATE DATABASE IF NOT EXISTS, then per
-table DROP/CREATE TABLE, its rows and its triggers, in ``-- Current Database``
-sections) and ``objects.sql`` (a section per database: CREATE DATABASE IF NOT EXISTS,
-views, routines, events). A restore loads the data objects side by side, one client
-each, then ``objects.sql`` (views need their tables); a restore of chosen databases
-keeps only their sections.
+Every stream is checked: it must end with mariadb-dump's completion line and hold
+exactly the tables expected of it, so a table created or dropped during the dump (DDL
+is not blocked once the snapshots are open, as with any ``--single-transaction`` dump)
+fails the backup instead of giving a set that would not restore to one point. A table
+altered once the snapshots are open either had its rows read already (``schema.sql``
+and the rows both show it as it was at the consistent point: DDL was blocked from the
+schema's dump until then) or fails its worker's read (InnoDB: "Table definition has
+changed").
+
+Objects: ``schema.sql``, ``data-<k>.sql`` (k = 1..workers: per table its rows and its
+triggers, in ``-- Current Database`` sections) and ``objects.sql`` (a section per
+database: CREATE DATABASE IF NOT EXISTS, views, routines, events). A restore loads
+``schema.sql``, then the data objects side by side, one client each, then
+``objects.sql`` (views need their tables); a restore of chosen databases keeps only
+their sections. Sets written before ``schema.sql`` existed carry each table's CREATE in
+its data object and load the same way.
 
 The ``mysql`` schema (accounts, grants) is never dumped, as before: restoring it as
 tables would replace the target's own accounts.
@@ -52,7 +71,10 @@ from rdsbackup.engines.mariadb_sql import SYSTEM_SCHEMAS, SnapshotSession, Stage
 from rdsbackup.engines.tools import ToolProcess, last_error_line, private_file, tool_version
 
 DATA_PREFIX = "data-"
+SCHEMA = "schema.sql"
 OBJECTS = "objects.sql"
+NO_ROWS_ENGINES = frozenset({"mrg_myisam", "mrg_isam", "federated"})
+"""Engines whose rows mariadb-dump never dumps (the rows live elsewhere)."""
 SNAPSHOT_WAIT = 60.0
 """Seconds the workers may take to open their snapshots while commits are blocked."""
 DUMP_RATIO = 0.85
@@ -69,6 +91,7 @@ class Table:
     size: int
     table_type: str = "BASE TABLE"
     """information_schema's: ``BASE TABLE``, ``VIEW``, ``SEQUENCE``, ``SYSTEM VERSIONED``."""
+    engine: str = "InnoDB"
 
     @property
     def view(self) -> bool:
@@ -78,6 +101,13 @@ class Table:
     def base_table(self) -> bool:
         """What a fingerprint covers: not a view, sequence or system-versioned table."""
         return self.table_type == "BASE TABLE"
+
+    @property
+    def has_rows(self) -> bool:
+        """mariadb-dump dumps rows for it (a sequence's state is in its structure)."""
+        return self.table_type in ("BASE TABLE", "SYSTEM VERSIONED") and (
+            self.engine.lower() not in NO_ROWS_ENGINES
+        )
 
     @property
     def key(self) -> tuple[str, str]:
@@ -100,9 +130,9 @@ def expected_bytes(data_lengths: list[int]) -> int:
 
 
 def deal(tables: list[Table], workers: int) -> list[list[Table]]:
-    """Tables (not views) dealt to at most ``workers`` groups, biggest first, each to
+    """Tables with rows dealt to at most ``workers`` groups, biggest first, each to
     the group with the fewest bytes so far (longest processing time first)."""
-    data = sorted((t for t in tables if not t.view), key=lambda t: (-t.size, t.key))
+    data = sorted((t for t in tables if t.has_rows), key=lambda t: (-t.size, t.key))
     groups: list[list[Table]] = [[] for _ in range(max(1, min(workers, len(data))))]
     loads = [0] * len(groups)
     for table in data:
@@ -188,21 +218,26 @@ def backup_parallel(
         lock = stack.enter_context(StageLock(access))
         crew = stack.enter_context(Crew())
         snapshot = stack.enter_context(SnapshotSession(access)) if fingerprint else None
+        lock.block_ddl()
+        tables, names = _list_tables(lock, databases)
+        if names:
+            options = stack.enter_context(_options(access, [t for t in tables if t.view]))
+            structures = {t.key for t in tables if not t.view}
+            _dump_schema(sink, _dump_args(binary, options, SCHEMA_DUMP, names), structures)
         lock.block_commit()
         if snapshot is not None:
             snapshot.open()
-        tables, names = _list_tables(lock, databases)
         groups = deal(tables, workers)
         for k, group in enumerate(groups, 1):
             options = stack.enter_context(_options(access, _others(tables, group)))
-            args = _worker_args(binary, options, sorted({t.database for t in group}))
+            args = _dump_args(binary, options, ROWS_DUMP, sorted({t.database for t in group}))
             _start_dump(crew, sink, f"{DATA_PREFIX}{k}.sql", args, {t.key for t in group})
         _wait_snapshots(crew)
         position = lock.position()
         lock.end()
         assert lock.blocked_at is not None
         options = stack.enter_context(_options(access, [t for t in tables if not t.view]))
-        _start_dump(crew, sink, OBJECTS, _objects_args(binary, options, names), set())
+        _start_dump(crew, sink, OBJECTS, _dump_args(binary, options, OBJECTS_DUMP, names), set())
         crew.join()
         fingerprints = (
             snapshot.fingerprints([t.key for t in tables if t.base_table]) if snapshot else None
@@ -212,7 +247,11 @@ def backup_parallel(
         position=position,
         consistent_time=lock.blocked_at,
         databases=names,
-        extra={"workers": str(len(groups)), "lock_ms": str(round(lock.commit_seconds * 1000))},
+        extra={
+            "workers": str(len(groups)),
+            "lock_ms": str(round(lock.commit_seconds * 1000)),
+            "ddl_lock_ms": str(round(lock.ddl_seconds * 1000)),
+        },
         fingerprints=fingerprints,
     )
 
@@ -229,12 +268,12 @@ def _list_tables(
     if not names:
         return [], []
     rows = lock.run(
-        "SELECT table_schema, table_name, table_type, COALESCE(data_length, 0)"
-        " FROM information_schema.tables WHERE table_schema IN ("
+        "SELECT table_schema, table_name, table_type, COALESCE(engine, ''),"
+        " COALESCE(data_length, 0) FROM information_schema.tables WHERE table_schema IN ("
         + ", ".join(_sql_string(n) for n in names)
         + ")"
     )
-    tables = [Table(str(s), str(n), int(size), str(t)) for s, n, t, size in rows]
+    tables = [Table(str(s), str(n), int(z), str(t), str(e)) for s, n, t, e, z in rows]
     return tables, names
 
 
@@ -272,45 +311,59 @@ def _options(access: ServerAccess, ignored: list[Table]) -> Iterator[Path]:
         yield path
 
 
-def _common_args(binary: str, options: Path) -> list[str]:
+SCHEMA_DUMP = (
+    "--default-character-set=utf8mb4",
+    "--no-data",
+    "--skip-triggers",
+    "--skip-routines",
+    "--skip-events",
+)
+ROWS_DUMP = (
+    "--default-character-set=binary",
+    "--no-create-info",
+    "--no-create-db",
+    "--skip-add-locks",
+    "--skip-routines",
+    "--skip-events",
+    "--triggers",
+)
+"""Rows as stored (binary: see the module's docstring). No LOCK TABLES around the rows:
+loaded side by side, a session holding one on a parent table fails ("Table 'child' was
+not locked with LOCK TABLES") as soon as another session creates a child table with a
+foreign key to it."""
+OBJECTS_DUMP = (
+    "--default-character-set=utf8mb4",
+    "--no-data",
+    "--skip-triggers",
+    "--routines",
+    "--events",
+)
+
+
+def _dump_args(
+    binary: str, options: Path, what: tuple[str, ...], databases: list[str]
+) -> list[str]:
     return [
         binary,
         f"--defaults-extra-file={options}",
         "--verbose",
         "--single-transaction",
         "--quick",
-        "--hex-blob",
         "--max-allowed-packet=1G",
-    ]
-
-
-def _worker_args(binary: str, options: Path, databases: list[str]) -> list[str]:
-    """No LOCK TABLES around the rows: loaded side by side, a session holding one on a
-    parent table fails ("Table 'child' was not locked with LOCK TABLES") as soon as
-    another session creates a child table with a foreign key to it."""
-    return [
-        *_common_args(binary, options),
-        "--skip-add-locks",
-        "--skip-routines",
-        "--skip-events",
-        "--triggers",
+        *what,
         "--databases",
         "--",
         *databases,
     ]
 
 
-def _objects_args(binary: str, options: Path, databases: list[str]) -> list[str]:
-    return [
-        *_common_args(binary, options),
-        "--no-data",
-        "--skip-triggers",
-        "--routines",
-        "--events",
-        "--databases",
-        "--",
-        *databases,
-    ]
+def _dump_schema(sink: ObjectSink, args: list[str], tables: set[tuple[str, str]]) -> None:
+    """``schema.sql``, written in this thread: DDL stays blocked until it is complete."""
+    with ToolProcess(args) as tool:
+        scanner = DumpScanner(tool.stdout)
+        sink.put(SCHEMA, cast(BinaryIO, scanner))
+        check_tool(tool)
+    _check_stream(SCHEMA, tool, scanner, tables)
 
 
 def _start_dump(
@@ -380,10 +433,13 @@ def _snapshot_open(tool: ToolProcess) -> bool:
 def restore_parallel(
     names: list[str], source: ObjectSource, target: ServerAccess, databases: tuple[str, ...]
 ) -> None:
-    """Load the data objects side by side, then ``objects.sql``."""
+    """Load ``schema.sql`` (when the set has one), the data objects side by side, then
+    ``objects.sql``."""
     data = [n for n in names if n.startswith(DATA_PREFIX)]
     if OBJECTS not in names:
         raise EngineError(f"the set has no {OBJECTS}")
+    if SCHEMA in names:
+        load_object(source, SCHEMA, target, databases)
     errors: list[BaseException] = []
 
     def load(name: str) -> None:

@@ -154,10 +154,11 @@ def global_status(access: ServerAccess, *names: str) -> dict[str, int]:
 
 class StageLock:
     """One session taking ``BACKUP STAGE`` locks. ``block_commit`` runs START, FLUSH,
-    BLOCK_DDL and BLOCK_COMMIT: from then on no transaction commits, no DDL runs and no
-    non-transactional table is written, until ``end`` (or the session closes, which
-    the server treats as END). Unlike FLUSH TABLES WITH READ LOCK, no stage waits for
-    running statements, only for running commits and DDL."""
+    BLOCK_DDL (those ``block_ddl`` has not run) and BLOCK_COMMIT: from then on no
+    transaction commits, no DDL runs and no non-transactional table is written, until
+    ``end`` (or the session closes, which the server treats as END). Unlike FLUSH TABLES
+    WITH READ LOCK, no stage waits for running statements, only for running commits and
+    DDL."""
 
     def __init__(self, access: ServerAccess) -> None:
         self.where = f"{access.host}:{access.port}"
@@ -178,11 +179,16 @@ class StageLock:
                 raise ServerUnavailable(message) from e
             raise EngineError(message) from e
 
-    def block_commit(self) -> None:
+    def block_ddl(self) -> None:
+        """START, FLUSH and BLOCK_DDL: from now on no DDL runs; commits go on."""
         self.run("BACKUP STAGE START")
         self._ddl_at = time.monotonic()
         self.run("BACKUP STAGE FLUSH")
         self.run("BACKUP STAGE BLOCK_DDL")
+
+    def block_commit(self) -> None:
+        if not self._ddl_at:
+            self.block_ddl()
         self.run("BACKUP STAGE BLOCK_COMMIT")
         self._commit_at = time.monotonic()
         self.blocked_at = datetime.now(UTC)
