@@ -59,7 +59,7 @@ class Core:
 def build_core(settings: Settings, engines: EngineRegistry | None = None) -> Core:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     catalog = Catalog(settings.resolved_catalog_url)
-    catalog.upgrade()
+    catalog.upgrade(apart=True)
     box = SecretBox(settings.resolved_secret_key())
     engines = engines or default_registry()
     inventory = Inventory(catalog, box, engines)

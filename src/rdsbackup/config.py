@@ -72,8 +72,8 @@ class Settings(BaseSettings):
     fingerprint_backups: bool = False
     """Backups also count and checksum every table as of the set's consistent point, for
     VerifyBackup to compare a restore against: Logical sets (both engines) in the dump's
-    snapshot, MariaDB Physical sets in a snapshot opened while mariadb-backup blocks
-    commits. Off by default: one more read of the data (about 2.1-2.3 s per GiB)."""
+    snapshot, MariaDB Physical and Snapshot sets in a snapshot opened while commits are
+    blocked. Off by default: one more read of the data (about 2.1-2.3 s per GiB)."""
 
     @classmethod
     def settings_customise_sources(

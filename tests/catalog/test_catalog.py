@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from cryptography.fernet import Fernet
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
-from rdsbackup.catalog.db import Catalog
+from rdsbackup.catalog.db import HEAD_REVISION, Catalog, alembic_config
 from rdsbackup.catalog.models import AccessKey, BackupJob, Base, Instance
 from rdsbackup.catalog.secrets import SecretBox
 from rdsbackup.engines.registry import EngineRegistry
@@ -24,6 +28,46 @@ def test_migrations_build_exactly_the_models(catalog: Catalog) -> None:
     with catalog.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
+
+
+def test_head_revision_is_the_newest_migration(catalog: Catalog) -> None:
+    scripts = ScriptDirectory.from_config(alembic_config(catalog.url))
+    assert scripts.get_current_head() == HEAD_REVISION == catalog.revision()
+
+
+_APART = """
+import sys
+from rdsbackup.catalog.db import HEAD_REVISION, Catalog, alembic_config
+catalog = Catalog(sys.argv[1])
+before = catalog.revision()
+catalog.upgrade(apart=True)
+print(before, catalog.revision(), any(m.startswith("alembic") for m in sys.modules))
+"""
+
+
+def test_the_service_migrates_in_a_child_process(tmp_path: Path) -> None:
+    """Alembic's modules stay out of the long-lived process; the schema is complete."""
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    done = subprocess.run(
+        [sys.executable, "-c", _APART, url], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["None", HEAD_REVISION, "False"]
+    catalog = Catalog(url)
+    with catalog.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    catalog.dispose()
+
+
+def test_a_failed_migration_says_why(tmp_path: Path) -> None:
+    """A catalog written by a newer rdsbackup: its revision is unknown here."""
+    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+    with catalog.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32))"))
+        conn.execute(text("INSERT INTO alembic_version VALUES ('9999')"))
+    with pytest.raises(RuntimeError, match=r"catalog migration failed: .*'9999'"):
+        catalog.upgrade(apart=True)
+    assert catalog.revision() == "9999"
+    catalog.dispose()
 
 
 def _instance(catalog: Catalog, box: SecretBox) -> tuple[int, str]:

@@ -415,14 +415,25 @@ def test_verify_compares_with_the_fingerprints_taken_at_backup_time(
     assert item["VerifyStatus"] == "Failed" and ledger in item["VerifyReason"]
 
 
-@pytest.mark.parametrize("source", ["MariaDB", "PostgreSQL"], indirect=True)
-def test_physical_sets_fingerprinted_at_backup_time_where_provable(
-    rds: Rds, source: Source
+IMAGES = [
+    ("MariaDB", "Physical"),
+    ("MariaDB", "Snapshot"),
+    ("PostgreSQL", "Physical"),
+    ("PostgreSQL", "Snapshot"),
+]
+
+
+@pytest.mark.parametrize(
+    ("source", "method"), IMAGES, indirect=["source"], ids=[f"{e}-{m}" for e, m in IMAGES]
+)
+def test_image_sets_fingerprinted_at_backup_time_where_provable(
+    rds: Rds, source: Source, method: str
 ) -> None:
-    """MariaDB: a snapshot opened while mariadb-backup blocks commits, at the backup's
-    binlog position (transfers kept committing around it). PostgreSQL base backups have
-    no such snapshot: their first verification records the reference."""
-    job, _, _ = backup_under_writes(rds, source, BackupMethod="Physical")
+    """MariaDB: a snapshot opened while commits are blocked (by mariadb-backup, kept at
+    the backup's binlog position; by the Snapshot's own lock session), transfers
+    committing around it. PostgreSQL base backups and data directory copies have no such
+    snapshot: their first verification records the reference."""
+    job, _, _ = backup_under_writes(rds, source, BackupMethod=method)
     taken = describe_backup(rds, source, job["BackupId"])
     if source.engine == "MariaDB":
         assert taken["FingerprintSource"] == "Backup"

@@ -12,6 +12,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from itertools import chain
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -20,6 +21,7 @@ import pymysql
 import pytest
 
 from rdsbackup.engines import mariadb_snapshot
+from rdsbackup.engines.admin import admin_for
 from rdsbackup.engines.base import EngineError, ServerAccess
 from rdsbackup.engines.mariadb_image import (
     CTIME_MARGIN_NS,
@@ -67,7 +69,7 @@ def test_snapshot_under_writes_restores_to_its_position(
         cur.executemany("INSERT INTO pending VALUES (%s, %s)", rows)
     with writing(access):
         expected = ENGINE.expected_bytes(access, SNAPSHOT)
-        backup = take(tmp_path, access, SNAPSHOT)
+        backup = take(tmp_path, access, replace(SNAPSHOT, fingerprint=True))
     open_trx.commit()
     open_trx.close()
 
@@ -87,6 +89,10 @@ def test_snapshot_under_writes_restores_to_its_position(
 
     target = restore_physical(backup, server_factory)
     assert query(target.access(), "SELECT COUNT(*) FROM shop.pending")[0][0] == 0
+    # taken in a snapshot opened under the lock: what the restored image holds
+    admin = admin_for("MariaDB")
+    restored = admin.fingerprint(target.access(), admin.user_databases(target.access()))
+    assert result.fingerprints == restored and result.fingerprints["shop.pending"][0] == 0
     assert_replays_to_source(backup, source, target)
     assert query(target.access(), "SELECT COUNT(*) FROM shop.pending")[0][0] == 5000
 

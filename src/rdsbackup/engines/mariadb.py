@@ -130,7 +130,7 @@ class MariaDBEngine(Engine):
         if plan.method == BackupMethod.PHYSICAL:
             return _backup_physical(facts, access, plan, sink, on_phase)
         if plan.method == BackupMethod.SNAPSHOT:
-            return _backup_snapshot(facts, access, sink, on_phase)
+            return _backup_snapshot(facts, access, plan, sink, on_phase)
         return _backup_logical(facts, access, plan, sink, on_phase)
 
     def restore_physical(
@@ -274,10 +274,14 @@ def _backup_physical(
 
 
 def _backup_snapshot(
-    facts: ServerFacts, access: ServerAccess, sink: ObjectSink, on_phase: ProgressCallback
+    facts: ServerFacts,
+    access: ServerAccess,
+    plan: BackupPlan,
+    sink: ObjectSink,
+    on_phase: ProgressCallback,
 ) -> BackupResult:
     on_phase("Uploading")
-    out = mariadb_snapshot.backup_snapshot(access, sink)
+    out = mariadb_snapshot.backup_snapshot(access, sink, fingerprint=plan.fingerprint)
     on_phase("Checking")
     return BackupResult(
         engine_version=facts.info.version,
@@ -286,6 +290,7 @@ def _backup_snapshot(
         consistent_position=out.position,
         consistent_time=out.consistent_time,
         extra=out.extra,
+        fingerprints=out.fingerprints,
     )
 
 

@@ -3,8 +3,9 @@ one consistent point, loaded back with one ``mariadb`` client per object.
 
 Backup:
 
-1. a lock session runs ``BACKUP STAGE START ... BLOCK_DDL``: no DDL runs from now on
-   (commits go on). It lists the tables (the listing cannot go stale) and one
+1. a lock session runs ``BACKUP STAGE START, FLUSH, BLOCK_DDL``: no DDL runs and no
+   non-transactional (MyISAM, Aria) table is written from now on; InnoDB commits go
+   on. It lists the tables (the listing cannot go stale) and one
    ``mariadb-dump --no-data`` writes ``schema.sql``: CREATE DATABASE IF NOT EXISTS and
    every table's and sequence's CREATE statement;
 2. ``BACKUP STAGE BLOCK_COMMIT``: no transaction commits from now on either. Running

@@ -27,7 +27,9 @@ power cut leaves behind). So:
 
 That instant lies inside BLOCK_COMMIT, so the image holds exactly the transactions
 committed before the recorded position; transactions still open are rolled back by
-crash recovery on restore.
+crash recovery on restore. With ``fingerprint``, a session opens its consistent
+snapshot as soon as commits are blocked, so it sees those same transactions, and
+fingerprints the tables once the image is stored.
 
 The lock window (``extra``: ``lock_ms`` commits blocked, ``ddl_lock_ms`` DDL and
 non-transactional writes blocked, ``locked_rounds``, ``locked_bytes`` stored under the
@@ -61,6 +63,7 @@ import shutil
 import tarfile
 import time
 from collections.abc import Generator, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -69,7 +72,7 @@ from typing import Any, BinaryIO, cast
 from rdsbackup.engines.base import EngineError, ObjectSink, ObjectSource, ServerAccess
 from rdsbackup.engines.mariadb_image import RANGE_DIR, DirectoryImage, IterStream
 from rdsbackup.engines.mariadb_physical import owner_of, require_empty
-from rdsbackup.engines.mariadb_sql import StageLock
+from rdsbackup.engines.mariadb_sql import SnapshotSession, StageLock
 from rdsbackup.engines.tools import CHUNK
 
 TAR_OBJECT = "datadir.tar"
@@ -103,6 +106,7 @@ class SnapshotOutcome:
     position: dict[str, str]
     consistent_time: datetime
     extra: dict[str, str] = field(default_factory=dict)
+    fingerprints: dict[str, list[object]] | None = None
 
 
 def expected_bytes(data_dir: Path) -> int:
@@ -112,23 +116,30 @@ def expected_bytes(data_dir: Path) -> int:
 
 
 def backup_snapshot(
-    access: ServerAccess, sink: ObjectSink, *, lock_limit: float = LOCK_LIMIT
+    access: ServerAccess,
+    sink: ObjectSink,
+    *,
+    lock_limit: float = LOCK_LIMIT,
+    fingerprint: bool = False,
 ) -> SnapshotOutcome:
     if access.data_dir is None:
         raise EngineError("a snapshot needs the server's data directory")
     image = DirectoryImage(access.data_dir, keep)
     _refuse_external_tables(image)
-    with StageLock(access) as lock:
-        rounds = _Rounds(image, lock, lock_limit)
+    with ExitStack() as stack:
+        lock = stack.enter_context(StageLock(access))
+        snapshot = stack.enter_context(SnapshotSession(access)) if fingerprint else None
+        rounds = _Rounds(image, lock, lock_limit, snapshot)
         stream = IterStream(rounds.run())
         try:
             sink.put(TAR_OBJECT, cast(BinaryIO, stream))
         finally:
             stream.close()
-    listing = {"files": image.files(), "dirs": image.dirs(), "figures": rounds.figures}
-    sink.put(LIST_OBJECT, _json_stream(listing))
+        listing = {"files": image.files(), "dirs": image.dirs(), "figures": rounds.figures}
+        sink.put(LIST_OBJECT, _json_stream(listing))
+        fingerprints = snapshot.fingerprints(snapshot.base_tables(None)) if snapshot else None
     assert lock.blocked_at is not None
-    return SnapshotOutcome(rounds.position, lock.blocked_at, rounds.figures)
+    return SnapshotOutcome(rounds.position, lock.blocked_at, rounds.figures, fingerprints)
 
 
 def _refuse_external_tables(image: DirectoryImage) -> None:
@@ -143,8 +154,14 @@ def _refuse_external_tables(image: DirectoryImage) -> None:
 class _Rounds:
     """The copy rounds of one snapshot, as the bytes of the tar stream."""
 
-    def __init__(self, image: DirectoryImage, lock: StageLock, limit: float) -> None:
-        self.image, self.lock, self.limit = image, lock, limit
+    def __init__(
+        self,
+        image: DirectoryImage,
+        lock: StageLock,
+        limit: float,
+        snapshot: SnapshotSession | None = None,
+    ) -> None:
+        self.image, self.lock, self.limit, self.snapshot = image, lock, limit, snapshot
         self.position: dict[str, str] = {}
         self.figures: dict[str, str] = {}
 
@@ -157,6 +174,8 @@ class _Rounds:
                 break
         unlocked_bytes = self.image.bytes_copied
         self.lock.block_commit()
+        if self.snapshot is not None:
+            self.snapshot.open()
         self.lock.run("FLUSH NO_WRITE_TO_BINLOG ENGINE LOGS")
         self.position = self.lock.position()
         self._quiesce()

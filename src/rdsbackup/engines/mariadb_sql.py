@@ -180,7 +180,8 @@ class StageLock:
             raise EngineError(message) from e
 
     def block_ddl(self) -> None:
-        """START, FLUSH and BLOCK_DDL: from now on no DDL runs; commits go on."""
+        """START, FLUSH and BLOCK_DDL: from now on no DDL runs and no non-transactional
+        table is written; InnoDB commits go on."""
         self.run("BACKUP STAGE START")
         self._ddl_at = time.monotonic()
         self.run("BACKUP STAGE FLUSH")
