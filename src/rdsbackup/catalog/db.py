@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import CursorResult, Engine, Result, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool, QueuePool
 
@@ -55,7 +56,7 @@ class Catalog:
 
     @property
     def in_memory(self) -> bool:
-        return self.is_sqlite and self.url.split(":///", 1)[-1] in ("", ":memory:")
+        return self.is_sqlite and make_url(self.url).database in (None, "", ":memory:")
 
     def revision(self) -> str | None:
         """The migration the schema is at (None: never migrated)."""
