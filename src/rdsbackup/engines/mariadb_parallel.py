@@ -361,24 +361,24 @@ def _dump_args(
 def _dump_schema(sink: ObjectSink, args: list[str], tables: set[tuple[str, str]]) -> None:
     """``schema.sql``, written in this thread: DDL stays blocked until it is complete."""
     with ToolProcess(args) as tool:
-        scanner = DumpScanner(tool.stdout)
-        sink.put(SCHEMA, cast(BinaryIO, scanner))
-        check_tool(tool)
-    _check_stream(SCHEMA, tool, scanner, tables)
+        _write_dump(sink, SCHEMA, tool, tables)
 
 
 def _start_dump(
     crew: Crew, sink: ObjectSink, name: str, args: list[str], tables: set[tuple[str, str]]
 ) -> None:
     tool = ToolProcess(args)
+    crew.start(tool, lambda: _write_dump(sink, name, tool, tables))
+
+
+def _write_dump(
+    sink: ObjectSink, name: str, tool: ToolProcess, tables: set[tuple[str, str]]
+) -> None:
+    """Store the tool's dump as ``name``; it must succeed and hold exactly ``tables``."""
     scanner = DumpScanner(tool.stdout)
-
-    def drain() -> None:
-        sink.put(name, cast(BinaryIO, scanner))
-        check_tool(tool)
-        _check_stream(name, tool, scanner, tables)
-
-    crew.start(tool, drain)
+    sink.put(name, cast(BinaryIO, scanner))
+    check_tool(tool)
+    _check_stream(name, tool, scanner, tables)
 
 
 def _check_stream(

@@ -32,17 +32,17 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import google_crc32c
 
-if TYPE_CHECKING:
-    from _typeshed import StrOrBytesPath
-
 from rdsbackup.engines.base import EngineError, ObjectSink, ObjectSource, ServerAccess, ToolFailed
 from rdsbackup.engines.postgres_common import pg_binary, tool_env
 from rdsbackup.engines.tools import CHUNK, ToolProcess, tool_version
 
-_COPY_CHUNK = 256 * 1024
+if TYPE_CHECKING:
+    from _typeshed import StrOrBytesPath
 
 BASE_TAR = "base.tar"
 MANIFEST_FILE = "backup_manifest"
+_COPY_CHUNK = 256 * 1024
+"""Bytes of one member copied (and CRC32C-summed) at a time while extracting."""
 _START = re.compile(r"write-ahead log start point: (\S+) on timeline (\d+)")
 _END = re.compile(r"write-ahead log end point: (\S+)")
 _DONE = "base backup completed"
