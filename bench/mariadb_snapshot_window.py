@@ -3,7 +3,9 @@
 On the sysbench server of ``bench/mariadb_logical_choice.py`` (kept in ``--base``),
 while ``sysbench oltp_write_only`` writes with ``--threads`` threads, takes ``--runs``
 Snapshot sets and, for comparison, Physical (mariadb-backup) sets through the engine,
-and reports per set: the wall time, the commit-lock window (BACKUP STAGE BLOCK_COMMIT
+and reports per set: the copy (``reflink`` clones where the server's folder is on a
+file system that makes them, such as XFS; then a streamed Snapshot is taken too, for
+comparison), the wall time, the commit-lock window (BACKUP STAGE BLOCK_COMMIT
 to END), the DDL-lock window (FLUSH to END), the copy rounds under the lock and the
 bytes they copied, and sysbench's worst latency over its run (``--load-seconds``, which
 must outlast the backups). ``--check`` restores the
@@ -27,6 +29,7 @@ from pathlib import Path
 
 from mariadb_logical_choice import ADMIN, DB, PASSWORD, bench_server
 
+from rdsbackup.engines import mariadb_snapshot
 from rdsbackup.engines.base import BackupMethod, BackupPlan
 from rdsbackup.engines.mariadb import MariaDBEngine
 from rdsbackup.instances.servers import free_port, local_server
@@ -60,42 +63,56 @@ def worst_latency(report: str) -> str:
     return f"{found.group(1)} ms" if found else "?"
 
 
-def take(server: MariaDBServer, method: BackupMethod, storage: LocalStorage) -> Manifest:
-    sink = SetWriter(storage, method.value)
+def take(server: MariaDBServer, storage: LocalStorage) -> Manifest:
+    sink = SetWriter(storage, "physical")
     started = time.monotonic()
-    result = ENGINE.backup(server.access(), BackupPlan(method), sink, lambda _: None)
+    result = ENGINE.backup(server.access(), BackupPlan(BackupMethod.PHYSICAL), sink, lambda _: None)
+    print(f"Physical  {time.monotonic() - started:5.1f} s  (mariadb-backup)")
+    return _manifest(BackupMethod.PHYSICAL, sink, result.engine_version, result.extra)
+
+
+def take_snapshot(server: MariaDBServer, storage: LocalStorage, reflink: bool) -> SetReader:
+    """A Snapshot through the engine module, which can be told not to clone."""
+    sink = SetWriter(storage, f"snapshot-{reflink}")
+    started = time.monotonic()
+    out = mariadb_snapshot.backup_snapshot(server.access(), sink, reflink=reflink)
     wall = time.monotonic() - started
-    extra = result.extra
-    if method == BackupMethod.SNAPSHOT:
-        print(
-            f"Snapshot  {wall:5.1f} s  commits blocked {extra['lock_ms']:>5} ms,"
-            f" DDL blocked {extra['ddl_lock_ms']:>5} ms, {extra['locked_rounds']} round(s)"
-            f" copying {int(extra['locked_bytes']) / 1e6:.0f} MB under the lock,"
-            f" {int(extra['copied_bytes']) / 1e6:.0f} MB in all"
-        )
-    else:
-        print(f"Physical  {wall:5.1f} s  (mariadb-backup)")
+    extra = out.extra
+    cloned = (
+        f", {int(extra['cloned_bytes']) / 1e6:.0f} MB cloned" if "cloned_bytes" in extra else ""
+    )
+    print(
+        f"Snapshot  {wall:5.1f} s  ({extra['copy']}) commits blocked {extra['lock_ms']:>5} ms,"
+        f" DDL blocked {extra['ddl_lock_ms']:>5} ms, {extra['locked_rounds']} round(s)"
+        f" storing {int(extra['locked_bytes']) / 1e6:.0f} MB under the lock,"
+        f" {int(extra['copied_bytes']) / 1e6:.0f} MB stored in all{cloned}"
+    )
+    return SetReader(storage, sink.prefix, _manifest(BackupMethod.SNAPSHOT, sink, "", extra))
+
+
+def _manifest(
+    method: BackupMethod, sink: SetWriter, version: str, extra: dict[str, str]
+) -> Manifest:
     return Manifest(
         "i",
         "MariaDB",
-        result.engine_version,
+        version,
         method.value,
         "FullBackup",
         "instance",
-        result.databases,
+        [],
         list(sink.objects),
         "",
         "",
-        extra=result.extra,
+        extra=extra,
     )
 
 
-def check(manifest: Manifest, storage: LocalStorage, scratch: Path, tables: int) -> None:
+def check(reader: SetReader, scratch: Path, tables: int) -> None:
     target = local_server("MariaDB", scratch / "target", free_port(), ADMIN, PASSWORD)
     target.create_dirs()
-    reader = SetReader(storage, manifest.method, manifest)
     started = time.monotonic()
-    ENGINE.restore_physical(manifest, reader, target.data_dir, [])
+    ENGINE.restore_physical(reader.manifest, reader, target.data_dir, [])
     target.start(timeout=300)
     print(f"restored and recovered in {time.monotonic() - started:.1f} s")
     try:
@@ -135,15 +152,17 @@ def main() -> None:
         try:
             storage = LocalStorage(scratch / "storage")
             for _ in range(args.runs):
-                take(server, BackupMethod.PHYSICAL, storage)
-                snapshot = take(server, BackupMethod.SNAPSHOT, storage)
+                take(server, storage)
+                snapshot = take_snapshot(server, storage, reflink=True)
+                if snapshot.manifest.extra["copy"] == "reflink":  # and the streamed copy beside it
+                    take_snapshot(server, storage, reflink=False)
         except BaseException:
             writer.kill()
             raise
         report, _ = writer.communicate()  # sysbench reports when its time is up
         print(f"sysbench worst latency over {args.load_seconds} s: {worst_latency(report)}")
         if args.check:
-            check(snapshot, storage, scratch, args.tables)
+            check(snapshot, scratch, args.tables)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         server.stop()

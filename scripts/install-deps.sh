@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages rdsbackup needs (Debian 12, as root). Idempotent and
 # quick when everything is present. Services are not started by the packages: the
-# project runs its own servers on its own ports and folders.
+# project runs its own servers on its own ports and folders. xfsprogs: the tests make
+# an XFS file system (on a loop device) to take Snapshot sets with reflink clones.
 set -euo pipefail
 
 PACKAGES=(
@@ -9,6 +10,7 @@ PACKAGES=(
   postgresql postgresql-client
   zstd mydumper sysbench
   python3 python3-venv
+  xfsprogs
 )
 
 missing=()

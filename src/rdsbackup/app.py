@@ -158,6 +158,7 @@ def build_service(settings: Settings, engines: EngineRegistry | None = None) -> 
             parallel=settings.backup_parallel,
             heartbeat_seconds=settings.heartbeat_seconds,
             fingerprint=settings.fingerprint_backups,
+            snapshot_reflink=settings.snapshot_reflink,
         ),
     )
     dispatcher = ThreadDispatcher(runner.run, settings.max_parallel_jobs)

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     VerifyBackup to compare a restore against: Logical sets (both engines) in the dump's
     snapshot, MariaDB Physical and Snapshot sets in a snapshot opened while commits are
     blocked. Off by default: one more read of the data (about 2.1-2.3 s per GiB)."""
+    snapshot_reflink: bool = True
+    """Snapshot sets clone the data directory's files (copy-on-write) where its file
+    system makes clones, and read the clones once the server's lock or backup mode is
+    over; off: they always stream the files (docs/performance.md has the trade-off)."""
 
     @classmethod
     def settings_customise_sources(

@@ -132,9 +132,12 @@ def restore(backup: Backup, server_factory: ServerFactory) -> LocalServer:
     return restore_physical(backup, server_factory)
 
 
-def source_server(server_factory: ServerFactory, rows: int = 200) -> LocalServer:
-    """A private started server with the sample databases (``rows`` per table)."""
-    server = server_factory("MariaDB")
+def source_server(
+    server_factory: ServerFactory, rows: int = 200, root: Path | None = None
+) -> LocalServer:
+    """A private started server with the sample databases (``rows`` per table), made in
+    ``root`` if given."""
+    server = server_factory("MariaDB", root=root)
     server.start()
     load_sample("MariaDB", server.access(), rows=rows, databases=SAMPLE)
     return server

@@ -30,12 +30,14 @@ from rdsbackup.engines.mariadb_image import (
     IterStream,
 )
 from rdsbackup.manifest import Manifest
+from rdsbackup.storage.base import StorageError
 from rdsbackup.storage.local import LocalStorage
 from rdsbackup.storage.streams import SetReader, SetWriter
 from tests.engines.test_mariadb_kit import (
     ENGINE,
     SAMPLE,
     SNAPSHOT,
+    ActingSink,
     assert_replays_to_source,
     query,
     restore_physical,
@@ -57,19 +59,37 @@ def _session(access: ServerAccess) -> Any:
     )
 
 
+@pytest.fixture(params=["stream", "reflink", "stream-asked"])
+def copy_mode(request: pytest.FixtureRequest) -> tuple[str, Path | None]:
+    """How the image is taken, and the folder its server lives in: a streamed copy on
+    the tests' usual file system, clones on one that makes them, or a streamed copy
+    there too when the plan says ``reflink=False``."""
+    if request.param == "stream":
+        return "stream", None
+    return request.param, cast(Path, request.getfixturevalue("reflink_root"))
+
+
+def _stages(access: ServerAccess) -> list[Path]:
+    assert access.data_dir is not None
+    return list(access.data_dir.parent.glob(".rdsbackup-clone-*"))
+
+
 def test_snapshot_under_writes_restores_to_its_position(
-    tmp_path: Path, server_factory: ServerFactory
+    tmp_path: Path, server_factory: ServerFactory, copy_mode: tuple[str, Path | None]
 ) -> None:
-    source = source_server(server_factory)
+    mode, root = copy_mode
+    source = source_server(server_factory, root=root)
     access = source.access()
     query(access, "CREATE TABLE shop.pending (id INT PRIMARY KEY, v VARCHAR(200))")
     open_trx = _session(access)
     with open_trx.cursor() as cur:  # changes no commit may keep while the lock is held
         rows = [(n, "x" * 150) for n in range(5000)]
         cur.executemany("INSERT INTO pending VALUES (%s, %s)", rows)
+    plan = replace(SNAPSHOT, fingerprint=True, reflink=mode != "stream-asked")
+    mode = mode.removesuffix("-asked")
     with writing(access):
         expected = ENGINE.expected_bytes(access, SNAPSHOT)
-        backup = take(tmp_path, access, replace(SNAPSHOT, fingerprint=True))
+        backup = take(tmp_path, access, plan)
     open_trx.commit()
     open_trx.close()
 
@@ -78,9 +98,14 @@ def test_snapshot_under_writes_restores_to_its_position(
     assert set(result.consistent_position) == {"binlog_file", "binlog_pos", "gtid"}
     assert set(result.databases) == set(SAMPLE)
     figures = result.extra
+    assert figures["copy"] == mode
     assert 0 < int(figures["lock_ms"]) <= int(figures["ddl_lock_ms"]) < 30_000
     assert int(figures["locked_rounds"]) >= 1
-    assert int(figures["locked_bytes"]) < int(figures["copied_bytes"]) // 10
+    if mode == "stream":
+        assert int(figures["locked_bytes"]) < int(figures["copied_bytes"]) // 10
+    else:  # every byte stored was read from a clone, after the lock
+        assert int(figures["cloned_bytes"]) >= int(figures["copied_bytes"]) > 0
+        assert _stages(access) == []
     assert 0.7 < backup.raw_bytes() / expected < 1.5
     with backup.reader().open("datadir.json") as f:
         files = json.load(f)["files"]
@@ -101,7 +126,8 @@ def test_snapshot_gives_up_on_a_directory_that_never_settles(
     tmp_path: Path, server_factory: ServerFactory
 ) -> None:
     """A transaction that keeps writing (it cannot commit under the lock) moves InnoDB's
-    LSN all the time: no image is taken, and the lock is released."""
+    LSN all the time: no streamed image is taken, and the lock is released. (Clones are
+    quick enough to find an instant between two of its writes, and then settle.)"""
     source = source_server(server_factory)
     access = source.access()
     query(access, "CREATE TABLE shop.busy (id INT AUTO_INCREMENT PRIMARY KEY, v TEXT)")
@@ -127,6 +153,27 @@ def test_snapshot_gives_up_on_a_directory_that_never_settles(
         stop.set()
         writer.join()
     assert query(access, "SELECT COUNT(*) FROM shop.busy")[0][0] == 1
+
+
+def test_a_cloned_snapshot_that_cannot_be_stored_leaves_no_clone(
+    tmp_path: Path, server_factory: ServerFactory, reflink_root: Path
+) -> None:
+    source = source_server(server_factory, root=reflink_root)
+    access = source.access()
+    seen: list[Path] = []
+    sink = ActingSink(
+        SetWriter(LocalStorage(tmp_path), "set"),
+        lambda: seen.extend(_stages(access)),
+        1 << 20,
+        name="datadir.tar",
+        fail=True,
+    )
+    with pytest.raises(StorageError, match=r"disk full while writing datadir\.tar"):
+        mariadb_snapshot.backup_snapshot(access, cast(SetWriter, sink))
+    assert len(seen) == 1  # the clones were being read when storage failed
+    assert _stages(access) == []
+    query(access, "CREATE TABLE shop.after_failure (id INT)")  # neither DDL nor commits wait
+    query(access, "INSERT INTO shop.after_failure VALUES (1)")
 
 
 def test_snapshot_refuses_tables_outside_the_data_directory(tmp_path: Path) -> None:

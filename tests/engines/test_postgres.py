@@ -451,16 +451,29 @@ def is_a_state_of_the_load(restored: list[tuple[int, int, str]]) -> bool:
 
 
 @pytest.mark.parametrize(
-    "method", [BackupMethod.PHYSICAL, BackupMethod.LOGICAL, BackupMethod.SNAPSHOT]
+    ("method", "reflink"),
+    [
+        (BackupMethod.PHYSICAL, False),
+        (BackupMethod.LOGICAL, False),
+        (BackupMethod.SNAPSHOT, False),
+        (BackupMethod.SNAPSHOT, True),
+    ],
+    ids=["Physical", "Logical", "Snapshot", "Snapshot-reflink"],
 )
 def test_backup_under_load_restores_a_consistent_state(
-    method: BackupMethod, tmp_path: Path, server_factory: ServerFactory
+    method: BackupMethod,
+    reflink: bool,
+    tmp_path: Path,
+    server_factory: ServerFactory,
+    request: pytest.FixtureRequest,
 ) -> None:
     """While ``write_load`` and a transfer writer commit, the restored copy must hold
     the ledger invariant, a prefix of the load writer's history and of the source's
     ledger, at least what was committed when the backup started and at most what was
-    committed when it ended; every other table must match the source."""
-    source = server_factory(PG)
+    committed when it ended; every other table must match the source. ``reflink``: the
+    server lives on a file system that makes clones, which the Snapshot takes."""
+    root = request.getfixturevalue("reflink_root") if reflink else None
+    source = server_factory(PG, root=root)
     source.start()
     access = source.access()
     load_sample(PG, access, rows=200, databases=("shop",))
@@ -487,6 +500,11 @@ def test_backup_under_load_restores_a_consistent_state(
             writer.join()
     assert backup.result is not None
     assert at_end > at_start  # the writers did commit while the backup ran
+    if method == BackupMethod.SNAPSHOT:
+        extra = backup.result.extra
+        assert extra["copy"] == ("reflink" if reflink else "stream")
+        assert reflink == (int(extra.get("cloned_bytes", 0)) > 0)
+        assert list(source.base_dir.glob(".rdsbackup-clone-*")) == []
     if method == BackupMethod.LOGICAL:
         target = restore_logical(backup, server_factory)
     else:

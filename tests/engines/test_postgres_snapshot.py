@@ -82,7 +82,8 @@ def test_snapshot_restores_every_table(
     assert set(result.tool_versions) == {"tar"}
     assert result.tool_versions["tar"].startswith("tar (GNU tar)")
     assert backup.phases == ["Preparing", "Uploading"]
-    assert set(result.extra) == {"in_backup_seconds", "wal_segments"}
+    assert set(result.extra) == {"copy", "in_backup_seconds", "wal_segments"}
+    assert result.extra["copy"] == "stream"  # the tests' usual file system makes no clones
     assert 0 < float(result.extra["in_backup_seconds"]) < elapsed
     raw = backup.manifest.object("base.tar.zst").raw_size
     assert abs(raw - expected) < 0.05 * expected

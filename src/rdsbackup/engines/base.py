@@ -106,6 +106,8 @@ class BackupPlan:
     """Record per-table row counts and checksums as of the set's consistent point
     (:attr:`BackupResult.fingerprints`), where the engine can prove it read them
     there. Costs one more read of the data."""
+    reflink: bool = True
+    """Snapshot sets: clone the data directory's files where its file system can."""
 
 
 @dataclass

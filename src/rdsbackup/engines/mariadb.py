@@ -281,7 +281,9 @@ def _backup_snapshot(
     on_phase: ProgressCallback,
 ) -> BackupResult:
     on_phase("Uploading")
-    out = mariadb_snapshot.backup_snapshot(access, sink, fingerprint=plan.fingerprint)
+    out = mariadb_snapshot.backup_snapshot(
+        access, sink, fingerprint=plan.fingerprint, reflink=plan.reflink
+    )
     on_phase("Checking")
     return BackupResult(
         engine_version=facts.info.version,

@@ -150,7 +150,7 @@ class PostgresEngine(Engine):
             return _physical(access, sink, on_phase)
         if plan.method == BackupMethod.SNAPSHOT:
             with session(access) as conn:
-                return snapshot_backup(conn, access, sink, on_phase)
+                return snapshot_backup(conn, access, sink, on_phase, reflink=plan.reflink)
         with session(access) as conn:
             databases = _logical_databases(conn, plan)
         on_phase("Uploading")

@@ -17,7 +17,10 @@ the session that started it):
    would otherwise recycle the segments the backup needs);
 2. ``pg_backup_start(label, fast => true)`` (an immediate checkpoint): the start LSN;
 3. the copy, with a ``SELECT 1`` every few seconds so that a dead server is noticed
-   before the copy ends;
+   before the copy ends; or, where the data directory's file system makes copy-on-write
+   clones (:mod:`rdsbackup.engines.reflink`), a clone of every file into a stage beside
+   it, which tar reads after step 4: the server is then in backup mode for as long as
+   the clones take (milliseconds a file), not for the whole copy;
 4. ``pg_backup_stop(wait_for_archive => false)``: the stop LSN, ``backup_label`` and
    ``tablespace_map`` (user tablespaces are refused, so a non-empty map fails the set);
 5. the WAL segments, read as the owner too; then the slot is dropped.
@@ -28,7 +31,8 @@ would end the backup and drop the temporary slot by itself anyway).
 
 ``extra["in_backup_seconds"]`` is how long the server was in backup mode (from calling
 ``pg_backup_start`` to the return of ``pg_backup_stop``; full-page writes are forced for
-that long); ``extra["wal_segments"]`` how many WAL segments the set holds.
+that long); ``extra["wal_segments"]`` how many WAL segments the set holds;
+``extra["copy"]`` ``reflink`` or ``stream``, and ``extra["cloned_bytes"]`` with clones.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from __future__ import annotations
 import io
 import re
 import secrets
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -68,6 +73,7 @@ from rdsbackup.engines.postgres_datadir import (
 )
 from rdsbackup.engines.postgres_logical import user_databases
 from rdsbackup.engines.postgres_physical import BASE_TAR, MANIFEST_FILE
+from rdsbackup.engines.reflink import CloneStage
 from rdsbackup.engines.tools import CHUNK, ToolProcess, find_binary, last_error_line, tool_version
 
 PING_SECONDS = 5.0
@@ -150,13 +156,21 @@ def expected_bytes(conn: Connection, access: ServerAccess) -> int:
 
 
 def snapshot_backup(
-    conn: Connection, access: ServerAccess, sink: ObjectSink, on_phase: ProgressCallback
+    conn: Connection,
+    access: ServerAccess,
+    sink: ObjectSink,
+    on_phase: ProgressCallback,
+    *,
+    reflink: bool = True,
 ) -> BackupResult:
-    """Take a Snapshot set into ``sink`` over ``conn`` (autocommit, used by nobody else)."""
+    """Take a Snapshot set into ``sink`` over ``conn`` (autocommit, used by nobody else).
+
+    ``reflink``: clone the files where the file system can (else stream them)."""
     data_dir = local_data_dir(access)
     for setting in ("statement_timeout", "lock_timeout", "idle_session_timeout"):
         conn.execute("SELECT set_config(%s, '0', false)", (setting,))
-    run = _Run(conn, data_dir, access.os_user)
+    stage = CloneStage.beside(data_dir) if reflink else None
+    run = _Run(conn, data_dir, access.os_user, stage)
     try:
         run.start()
         on_phase("Uploading")
@@ -166,6 +180,8 @@ def snapshot_backup(
             raise EngineError(f"the sink stopped reading {BASE_TAR} before its end")
     finally:
         run.clean_up()
+        if stage is not None:
+            stage.remove()
     tar = find_binary("tar")
     return BackupResult(
         engine_version=server_version(conn),
@@ -178,8 +194,10 @@ def snapshot_backup(
         },
         consistent_time=run.stopped_at,
         extra={
+            "copy": "stream" if stage is None else "reflink",
             "in_backup_seconds": f"{run.in_backup_seconds:.3f}",
             "wal_segments": str(len(run.segments)),
+            **({} if stage is None else {"cloned_bytes": str(stage.bytes_cloned)}),
         },
     )
 
@@ -191,6 +209,7 @@ class _Run:
     conn: Connection
     data_dir: Path
     os_user: str | None
+    stage: CloneStage | None = None
     slot: str = field(default_factory=lambda: f"rdsbackup_{secrets.token_hex(8)}")
     slot_made: bool = False
     in_backup: bool = False
@@ -216,16 +235,16 @@ class _Run:
         self.start_lsn = str(scalar(self.conn, "SELECT pg_backup_start(%s, true)::text", (label,)))
 
     def archive(self) -> Iterator[bytes]:
-        """``base.tar``, produced as the sink reads it; stops the backup on the way."""
+        """``base.tar``, produced as the sink reads it; stops the backup on the way
+        (with clones: before the first byte, the clones being the copy)."""
         copied = Copied()
-        next_ping = time.monotonic() + PING_SECONDS
-        paths = [e.path for e in walk(self.data_dir)]
-        for chunk in tar_chunks(self.data_dir, paths, copied, os_user=self.os_user, vanish_ok=True):
-            yield chunk
-            if time.monotonic() >= next_ping:
-                self.conn.execute("SELECT 1")  # fail now, not at the end, if the server died
-                next_ping = time.monotonic() + PING_SECONDS
-        label, segment_size = self._stop()
+        if self.stage is None:
+            yield from self._files(self.data_dir, [e.path for e in walk(self.data_dir)], copied)
+            label, segment_size = self._stop()
+        else:
+            paths = self._clone(self.stage)
+            label, segment_size = self._stop()
+            yield from self._files(self.stage.root, paths, copied)
         yield file_member("backup_label", label, copied)
         yield dir_member("pg_wal")
         yield dir_member("pg_wal/archive_status")
@@ -234,6 +253,30 @@ class _Run:
         yield file_member(MANIFEST_FILE, self._manifest(copied))
         yield END_OF_ARCHIVE
         self.finished = True
+
+    def _files(self, root: Path, paths: list[str], copied: Copied) -> Iterator[bytes]:
+        next_ping = time.monotonic() + PING_SECONDS
+        for chunk in tar_chunks(root, paths, copied, os_user=self.os_user, vanish_ok=True):
+            yield chunk
+            if time.monotonic() >= next_ping:
+                self.conn.execute("SELECT 1")  # fail now, not at the end, if the server died
+                next_ping = time.monotonic() + PING_SECONDS
+
+    def _clone(self, stage: CloneStage) -> list[str]:
+        """Clone the data directory's folders and files (pg_control last) into
+        ``stage``; returns the paths cloned (files removed meanwhile are left out)."""
+        paths: list[str] = []
+        for entry in walk(self.data_dir):
+            source = self.data_dir / entry.path
+            try:
+                if entry.is_dir:
+                    stage.make_dir(entry.path, stat.S_IMODE(source.stat().st_mode))
+                else:
+                    stage.clone(source, entry.path)
+            except FileNotFoundError:
+                continue  # a dropped relation or database, as tar's --ignore-failed-read
+            paths.append(entry.path)
+        return paths
 
     def _stop(self) -> tuple[bytes, int]:
         segment_size = int(scalar(self.conn, _SEGMENT_SIZE))

@@ -22,6 +22,7 @@ from sqlalchemy import or_, select, update
 
 from rdsbackup.catalog.db import Catalog, affected
 from rdsbackup.catalog.models import JOB_PROGRESSING, BackupJob, RestoreTask
+from rdsbackup.processes import alive as process_alive
 from rdsbackup.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -160,13 +161,7 @@ class Leases:
 def _alive(pid: int, my_pid: int) -> bool:
     if pid == my_pid:
         return False  # an earlier incarnation of this very pid cannot be running work now
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_alive(pid)
 
 
 class Heartbeat:

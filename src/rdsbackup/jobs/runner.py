@@ -49,6 +49,7 @@ class RunOptions:
     parallel: int = 2
     heartbeat_seconds: float = 1.0
     fingerprint: bool = False
+    snapshot_reflink: bool = True
 
 
 PROCESS_STEP = 10
@@ -130,8 +131,11 @@ class JobRunner:
         access = self.inventory.access(job.instance_id)
         resolved = self.planner.resolve(job, engine, access, self.options.parallel)
         plan, parent = resolved.plan, resolved.parent
-        if self.options.fingerprint:
-            plan = replace(plan, fingerprint=True)
+        plan = replace(
+            plan,
+            fingerprint=plan.fingerprint or self.options.fingerprint,
+            reflink=self.options.snapshot_reflink,
+        )
         engine.check_plan(plan, access)
         progress.expected = engine.expected_bytes(access, plan)
         self._phase(
