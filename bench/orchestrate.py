@@ -88,7 +88,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="service heartbeat_seconds (how often Process is updated; default: the service's)",
     )
     p.add_argument(
-        "--poll", type=float, default=0.2, help="DescribeBackupTasks interval (default 0.2 s)"
+        "--poll", type=float, default=0.05, help="DescribeBackupTasks interval (default 0.05 s)"
     )
     p.add_argument(
         "--profile",

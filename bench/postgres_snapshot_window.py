@@ -55,8 +55,12 @@ def _run(args: list[str], env: dict[str, str]) -> None:
         tool.check()
 
 
-def load(server: LocalServer, clients: int, seconds: int) -> subprocess.Popen[str]:
+def load(
+    server: LocalServer, clients: int, seconds: int, latency: bool = False
+) -> subprocess.Popen[str]:
     args = [pg_binary("pgbench"), f"-c{clients}", f"-T{seconds}", "-n", "--no-vacuum"]
+    if latency:
+        args.append("--report-per-command")
     return subprocess.Popen(
         args, env=tool_env(server.access(), DB), stdout=subprocess.PIPE, text=True
     )

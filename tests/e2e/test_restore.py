@@ -431,18 +431,14 @@ def test_image_sets_fingerprinted_at_backup_time_where_provable(
 ) -> None:
     """MariaDB: a snapshot opened while commits are blocked (by mariadb-backup, kept at
     the backup's binlog position; by the Snapshot's own lock session), transfers
-    committing around it. PostgreSQL base backups and data directory copies have no such
-    snapshot: their first verification records the reference."""
+    committing around it. PostgreSQL: snapshots that a restore point matches, where the
+    set's WAL is made to end."""
     job, _, _ = backup_under_writes(rds, source, BackupMethod=method)
     taken = describe_backup(rds, source, job["BackupId"])
-    if source.engine == "MariaDB":
-        assert taken["FingerprintSource"] == "Backup"
-    else:
-        assert "FingerprintSource" not in taken
+    assert taken["FingerprintSource"] == "Backup"
     assert verify(rds, source, job["BackupId"])["Status"] == "Finished"
     item = describe_backup(rds, source, job["BackupId"])
-    expected = "Backup" if source.engine == "MariaDB" else "Verify"
-    assert item["VerifyStatus"] == "Passed" and item["FingerprintSource"] == expected
+    assert item["VerifyStatus"] == "Passed" and item["FingerprintSource"] == "Backup"
 
 
 @pytest.mark.parametrize("source", ["PostgreSQL"], indirect=True)

@@ -9,6 +9,7 @@ here are shared with those files."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -17,6 +18,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,8 @@ import google_crc32c
 import psycopg
 import pytest
 
-from rdsbackup.engines import postgres_physical
+from rdsbackup.engines import postgres_physical, postgres_restore_point
+from rdsbackup.engines.admin import admin_for
 from rdsbackup.engines.base import (
     BackupKind,
     BackupMethod,
@@ -413,6 +416,28 @@ def transfers(access: ServerAccess, stop: threading.Event) -> int:
     return done
 
 
+@contextmanager
+def two_writers(access: ServerAccess) -> Iterator[None]:
+    """``write_load`` and ``transfers`` committing in ``shop``, from 50 transfers on."""
+    stop = threading.Event()
+    writers = [
+        threading.Thread(target=write_load, args=(PG, access, "shop", stop)),
+        threading.Thread(target=transfers, args=(access, stop)),
+    ]
+    for writer in writers:
+        writer.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not ledger_rows(access) >= 50:
+            assert time.monotonic() < deadline and all(w.is_alive() for w in writers)
+            time.sleep(0.02)
+        yield
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join()
+
+
 def assert_ledger_matches_accounts(access: ServerAccess) -> int:
     mismatches = query(
         access,
@@ -478,26 +503,11 @@ def test_backup_under_load_restores_a_consistent_state(
     access = source.access()
     load_sample(PG, access, rows=200, databases=("shop",))
     static = fingerprint(PG, access)
-    stop = threading.Event()
-    writers = [
-        threading.Thread(target=write_load, args=(PG, access, "shop", stop)),
-        threading.Thread(target=transfers, args=(access, stop)),
-    ]
-    for writer in writers:
-        writer.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not ledger_rows(access) >= 50:
-            assert time.monotonic() < deadline and all(w.is_alive() for w in writers)
-            time.sleep(0.02)
+    with two_writers(access):
         at_start = ledger_rows(access)
         backup = take(tmp_path, access, BackupPlan(method))
         at_end = ledger_rows(access)
         time.sleep(0.2)
-    finally:
-        stop.set()
-        for writer in writers:
-            writer.join()
     assert backup.result is not None
     assert at_end > at_start  # the writers did commit while the backup ran
     if method == BackupMethod.SNAPSHOT:
@@ -588,3 +598,102 @@ def test_physical_restore_fails_when_a_file_differs_from_the_manifest(tmp_path: 
         ENGINE.restore_physical(
             stored, SetReader(storage, writer.prefix, stored), tmp_path / "d", []
         )
+
+
+IMAGES = [
+    (BackupMethod.PHYSICAL, False),
+    (BackupMethod.SNAPSHOT, False),
+    (BackupMethod.SNAPSHOT, True),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "reflink"), IMAGES, ids=["Physical", "Snapshot", "Snapshot-reflink"]
+)
+def test_fingerprints_at_a_restore_point_are_the_restored_tables(
+    method: BackupMethod,
+    reflink: bool,
+    tmp_path: Path,
+    server_factory: ServerFactory,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Fingerprints taken at backup time, while two writers commit before, during and
+    after the restore point the set's WAL is cut at, are exactly the restored tables'
+    (an unlogged table's too: restored empty)."""
+    root = request.getfixturevalue("reflink_root") if reflink else None
+    source = server_factory(PG, root=root)
+    source.start()
+    access = source.access()
+    load_sample(PG, access, rows=100, databases=("shop",))
+    with connect(access, "shop") as conn:
+        conn.execute(b"CREATE UNLOGGED TABLE scratch AS SELECT generate_series(1, 50) AS id")
+    with two_writers(access):
+        backup = take(tmp_path, access, BackupPlan(method, fingerprint=True))
+        time.sleep(0.2)
+    result = backup.result
+    assert result is not None and result.fingerprints is not None
+    position = result.consistent_position
+    assert position["restore_point"].startswith("rdsbackup-")
+    assert lsn(position["stop_lsn"]) < lsn(position["restore_point_lsn"])
+    assert "fingerprints" not in result.extra  # not skipped
+    assert 0 <= int(result.extra["write_lock_ms"]) < 10_000
+    taken = result.fingerprints
+    assert taken["shop.public.scratch"] == [0, "0"]
+    assert 50 <= int(str(taken["shop.public.ledger"][0])) < ledger_rows(access)
+
+    target = restore_physical(backup, server_factory)
+    admin = admin_for(PG)
+    assert admin.fingerprint(target.access(), admin.user_databases(target.access())) == taken
+    assert_ledger_matches_accounts(target.access())
+    # recovery ended where the set's WAL was cut: at the end of the restore point's record
+    log = target.log_file.read_text()
+    assert f"invalid record length at {position['restore_point_lsn']}: wanted 24, got 0" in log
+
+
+@pytest.mark.parametrize("method", [BackupMethod.PHYSICAL, BackupMethod.SNAPSHOT])
+def test_a_writer_that_holds_its_lock_leaves_the_set_without_fingerprints(
+    method: BackupMethod,
+    tmp_path: Path,
+    postgres: LocalServer,
+    server_factory: ServerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The set is still taken, and restores, ending at its stop point as without
+    fingerprints; the manifest says why there are none."""
+    monkeypatch.setattr(postgres_restore_point, "LOCK_TIMEOUT", "1s")
+    access = postgres.access()
+    before = fingerprint(PG, access)
+    with connect(access, "shop") as holder:  # an open transaction that wrote to a table
+        holder.execute(b"BEGIN")
+        holder.execute(b"UPDATE customers SET notes = notes WHERE id = 1")
+        backup = take(tmp_path, access, BackupPlan(method, fingerprint=True))
+        holder.execute(b"ROLLBACK")
+    result = backup.result
+    assert result is not None and result.fingerprints is None
+    assert "restore_point" not in result.consistent_position
+    assert result.extra["fingerprints"].startswith("not taken: ")
+    assert "lock timeout" in result.extra["fingerprints"]
+    target = restore_physical(backup, server_factory)
+    assert fingerprint(PG, target.access()) == before
+
+
+def test_a_replication_role_takes_physical_sets_without_fingerprints(
+    tmp_path: Path, postgres: LocalServer
+) -> None:
+    """Enough for pg_basebackup, not for locking tables or reading WAL files: the set is
+    taken as without fingerprints, and says why."""
+    access = postgres.access()
+    with connect(access) as conn:
+        conn.execute(b"DROP ROLE IF EXISTS backup_only")
+        conn.execute(b"CREATE ROLE backup_only LOGIN REPLICATION PASSWORD 'backup-pw'")
+    limited = dataclasses.replace(access, user="backup_only", password="backup-pw")
+    try:
+        backup = take(tmp_path, limited, BackupPlan(BackupMethod.PHYSICAL, fingerprint=True))
+    finally:
+        with connect(access) as conn:
+            conn.execute(b"DROP ROLE backup_only")
+    result = backup.result
+    assert result is not None and result.fingerprints is None
+    assert "restore_point" not in result.consistent_position
+    assert result.extra["fingerprints"].startswith("not taken: ")
+    assert "permission denied" in result.extra["fingerprints"]

@@ -27,6 +27,7 @@ backups of instances with user tablespaces.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 from rdsbackup.engines.base import (
@@ -55,6 +56,7 @@ from rdsbackup.engines.postgres_logical import (
     user_databases,
 )
 from rdsbackup.engines.postgres_physical import base_backup, restore_base
+from rdsbackup.engines.postgres_restore_point import BaseBackupEnd
 from rdsbackup.engines.postgres_snapshot import check_snapshot, snapshot_backup
 from rdsbackup.engines.postgres_snapshot import expected_bytes as snapshot_bytes
 from rdsbackup.manifest import Manifest
@@ -147,10 +149,17 @@ class PostgresEngine(Engine):
         on_phase("Preparing")
         self.check_plan(plan, access)
         if plan.method == BackupMethod.PHYSICAL:
-            return _physical(access, sink, on_phase)
+            return _physical(access, sink, on_phase, plan.fingerprint)
         if plan.method == BackupMethod.SNAPSHOT:
             with session(access) as conn:
-                return snapshot_backup(conn, access, sink, on_phase, reflink=plan.reflink)
+                return snapshot_backup(
+                    conn,
+                    access,
+                    sink,
+                    on_phase,
+                    reflink=plan.reflink,
+                    fingerprint=plan.fingerprint,
+                )
         with session(access) as conn:
             databases = _logical_databases(conn, plan)
         on_phase("Uploading")
@@ -215,16 +224,43 @@ def _logical_databases(conn: Connection, plan: BackupPlan) -> list[str]:
     return [r[0] for r in rows(conn, DUMPABLE + " ORDER BY datname")]
 
 
-def _physical(access: ServerAccess, sink: ObjectSink, on_phase: ProgressCallback) -> BackupResult:
+def _physical(
+    access: ServerAccess, sink: ObjectSink, on_phase: ProgressCallback, fingerprint: bool
+) -> BackupResult:
+    """``fingerprint``: the set's WAL goes on to a restore point whose tables are
+    fingerprinted (:class:`~rdsbackup.engines.postgres_restore_point.BaseBackupEnd`)."""
     with session(access) as conn:
         version = server_version(conn)
         databases = user_databases(conn)
     on_phase("Uploading")
-    done = base_backup(access, sink)
+    if not fingerprint:
+        done = base_backup(access, sink)
+        return BackupResult(
+            engine_version=version,
+            databases=databases,
+            tool_versions=done.tool_versions,
+            consistent_position=done.position,
+            consistent_time=done.finished_at,
+        )
+    with session(access) as conn, ExitStack() as readers:
+        end = BaseBackupEnd(conn, access, readers)
+        done = base_backup(access, sink, end.members)
+        point = end.point
+        fingerprints = point.fingerprints() if point is not None else None
+    position, consistent_time = done.position, done.finished_at
+    if point is not None:
+        position = position | {"restore_point": point.name, "restore_point_lsn": point.lsn}
+        consistent_time = point.made_at or consistent_time
     return BackupResult(
         engine_version=version,
         databases=databases,
         tool_versions=done.tool_versions,
-        consistent_position=done.position,
-        consistent_time=done.finished_at,
+        consistent_position=position,
+        consistent_time=consistent_time,
+        extra=(
+            {"fingerprints": end.skipped}
+            if point is None
+            else {"write_lock_ms": str(round(point.lock_seconds * 1000))}
+        ),
+        fingerprints=fingerprints,
     )

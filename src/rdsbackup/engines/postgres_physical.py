@@ -17,14 +17,21 @@ computed as it is written and compared with ``backup_manifest``; ``pg_verifyback
 with its size, and the WAL (sets whose manifest uses another algorithm get the full
 ``pg_verifybackup``). Starting ``postgres`` on the folder replays the included WAL from
 ``backup_label`` up to the backup's end point.
+
+With fingerprints, the WAL goes on to a restore point made once pg_basebackup has ended:
+its segments are added before the tar's end-of-archive blocks
+(:class:`~rdsbackup.engines.postgres_restore_point.BaseBackupEnd`), and replay ends there.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
 import tarfile
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -46,6 +53,7 @@ _COPY_CHUNK = 256 * 1024
 _START = re.compile(r"write-ahead log start point: (\S+) on timeline (\d+)")
 _END = re.compile(r"write-ahead log end point: (\S+)")
 _DONE = "base backup completed"
+_END_OF_ARCHIVE = 2 * tarfile.BLOCKSIZE
 
 
 @dataclass(frozen=True)
@@ -68,17 +76,75 @@ def basebackup_args(binary: str) -> list[str]:
     ]
 
 
-def base_backup(access: ServerAccess, sink: ObjectSink) -> BaseBackup:
+def base_backup(
+    access: ServerAccess,
+    sink: ObjectSink,
+    end: Callable[[dict[str, str]], Iterator[bytes]] | None = None,
+) -> BaseBackup:
     """Stream the instance into ``sink`` as ``base.tar``; raise ToolFailed unless
-    pg_basebackup exited 0 and reported its WAL start and end points."""
+    pg_basebackup exited 0 and reported its WAL start and end points. ``end``: tar
+    members to add after pg_basebackup's, given its WAL positions once it has exited."""
     binary = pg_binary("pg_basebackup")
     with ToolProcess(basebackup_args(binary), env=tool_env(access)) as tool:
-        sink.put(BASE_TAR, tool.stdout)
+        if end is None:
+            sink.put(BASE_TAR, tool.stdout)
+        else:
+
+            def more() -> Iterator[bytes]:
+                tool.check(success_marker=_DONE)
+                return end(wal_positions(list(tool.lines)))
+
+            chunks = _before_the_end(tool.stdout, more)
+            with closing(io.BufferedReader(ChunkReader(chunks), CHUNK)) as stream:
+                sink.put(BASE_TAR, stream)
         tool.check(success_marker=_DONE)
     finished = datetime.now(UTC)
     return BaseBackup(
         wal_positions(list(tool.lines)), finished, {"pg_basebackup": tool_version(binary)}
     )
+
+
+def _before_the_end(tar: BinaryIO, more: Callable[[], Iterator[bytes]]) -> Iterator[bytes]:
+    """The archive ``tar`` with ``more()``'s members put before its end-of-archive
+    (``more`` is called at the archive's end: a tool that failed says so first)."""
+    held = b""
+    while chunk := tar.read(CHUNK):
+        data = held + chunk
+        held = data[-_END_OF_ARCHIVE:]
+        yield data[:-_END_OF_ARCHIVE]
+    members = more()
+    if held != bytes(_END_OF_ARCHIVE):
+        raise EngineError(f"pg_basebackup's {BASE_TAR} does not end with two zero blocks")
+    yield from members
+    yield held
+
+
+class ChunkReader(io.RawIOBase):
+    """A readable stream over an iterator of chunks; closing it closes the iterator."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._pending = memoryview(chunk)
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+        super().close()
 
 
 def wal_positions(lines: list[str]) -> dict[str, str]:

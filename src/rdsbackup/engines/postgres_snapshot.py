@@ -23,7 +23,11 @@ the session that started it):
    the clones take (milliseconds a file), not for the whole copy;
 4. ``pg_backup_stop(wait_for_archive => false)``: the stop LSN, ``backup_label`` and
    ``tablespace_map`` (user tablespaces are refused, so a non-empty map fails the set);
-5. the WAL segments, read as the owner too; then the slot is dropped.
+5. with ``fingerprint``: a restore point that snapshots of every user database match
+   (:mod:`rdsbackup.engines.postgres_restore_point`; writes to user tables wait for
+   it), which the set's WAL then ends at instead of the stop LSN;
+6. the WAL segments, read as the owner too (the last one, cut at the restore point,
+   through ``pg_read_binary_file``); then the slot is dropped.
 
 On any failure (the sink, the tool, the server) the tool is killed, ``pg_backup_stop``
 is called unless it already ran, the slot is dropped, and the session ends (which
@@ -38,19 +42,21 @@ that long); ``extra["wal_segments"]`` how many WAL segments the set holds;
 from __future__ import annotations
 
 import io
+import logging
 import re
 import secrets
 import stat
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import closing, suppress
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, closing, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 
+from rdsbackup.engines import postgres_restore_point as restore_point
 from rdsbackup.engines.base import (
     BackupResult,
     EngineError,
@@ -59,7 +65,13 @@ from rdsbackup.engines.base import (
     ServerAccess,
     UnsupportedPlan,
 )
-from rdsbackup.engines.postgres_common import Connection, pg_binary, scalar, server_version
+from rdsbackup.engines.postgres_common import (
+    Connection,
+    one_line,
+    pg_binary,
+    scalar,
+    server_version,
+)
 from rdsbackup.engines.postgres_datadir import (
     END_OF_ARCHIVE,
     Copied,
@@ -72,12 +84,13 @@ from rdsbackup.engines.postgres_datadir import (
     walk,
 )
 from rdsbackup.engines.postgres_logical import user_databases
-from rdsbackup.engines.postgres_physical import BASE_TAR, MANIFEST_FILE
+from rdsbackup.engines.postgres_physical import BASE_TAR, MANIFEST_FILE, ChunkReader
 from rdsbackup.engines.reflink import CloneStage
 from rdsbackup.engines.tools import CHUNK, ToolProcess, find_binary, last_error_line, tool_version
 
+log = logging.getLogger(__name__)
+
 PING_SECONDS = 5.0
-_SEGMENT_SIZE = "SELECT pg_size_bytes(current_setting('wal_segment_size'))"
 _TIMELINE = re.compile(r"^START TIMELINE: (\d+)$", re.MULTILINE)
 _SYSTEM_ID = re.compile(r"^Database system identifier:\s+(\d+)$", re.MULTILINE)
 _USE_PHYSICAL = "use BackupMethod=Physical"
@@ -152,7 +165,8 @@ def _local_system_identifier(data_dir: Path, os_user: str | None) -> str:
 
 def expected_bytes(conn: Connection, access: ServerAccess) -> int:
     """The data directory as tar lays it out, one WAL segment, and a little more."""
-    return tar_bytes(walk(local_data_dir(access))) + int(scalar(conn, _SEGMENT_SIZE)) + 64 * 1024
+    segment = int(scalar(conn, restore_point.SEGMENT_SIZE))
+    return tar_bytes(walk(local_data_dir(access))) + segment + 64 * 1024
 
 
 def snapshot_backup(
@@ -162,44 +176,63 @@ def snapshot_backup(
     on_phase: ProgressCallback,
     *,
     reflink: bool = True,
+    fingerprint: bool = False,
 ) -> BackupResult:
     """Take a Snapshot set into ``sink`` over ``conn`` (autocommit, used by nobody else).
 
-    ``reflink``: clone the files where the file system can (else stream them)."""
+    ``reflink``: clone the files where the file system can (else stream them).
+    ``fingerprint``: end the set's WAL at a restore point whose tables are fingerprinted
+    (:mod:`rdsbackup.engines.postgres_restore_point`)."""
     data_dir = local_data_dir(access)
     for setting in ("statement_timeout", "lock_timeout", "idle_session_timeout"):
         conn.execute("SELECT set_config(%s, '0', false)", (setting,))
     stage = CloneStage.beside(data_dir) if reflink else None
-    run = _Run(conn, data_dir, access.os_user, stage)
-    try:
-        run.start()
-        on_phase("Uploading")
-        with closing(io.BufferedReader(_ChunkReader(run.archive()), CHUNK)) as stream:
-            sink.put(BASE_TAR, stream)
-        if not run.finished:
-            raise EngineError(f"the sink stopped reading {BASE_TAR} before its end")
-    finally:
-        run.clean_up()
-        if stage is not None:
-            stage.remove()
+    with ExitStack() as readers:
+        run = _Run(conn, data_dir, access.os_user, stage)
+        if fingerprint:
+            run.mark = lambda: restore_point.create(conn, access, user_databases(conn), readers)
+        try:
+            run.start()
+            on_phase("Uploading")
+            with closing(io.BufferedReader(ChunkReader(run.archive()), CHUNK)) as stream:
+                sink.put(BASE_TAR, stream)
+            if not run.finished:
+                raise EngineError(f"the sink stopped reading {BASE_TAR} before its end")
+        finally:
+            run.clean_up()
+            if stage is not None:
+                stage.remove()
+        fingerprints = run.point.fingerprints() if run.point is not None else None
     tar = find_binary("tar")
+    position = {
+        "start_lsn": run.start_lsn,
+        "stop_lsn": run.stop_lsn,
+        "timeline": str(run.timeline),
+    }
+    consistent_time = run.stopped_at
+    if run.point is not None:
+        position |= {"restore_point": run.point.name, "restore_point_lsn": run.point.lsn}
+        consistent_time = run.point.made_at
     return BackupResult(
         engine_version=server_version(conn),
         databases=user_databases(conn),
         tool_versions={"tar": tool_version(tar)},
-        consistent_position={
-            "start_lsn": run.start_lsn,
-            "stop_lsn": run.stop_lsn,
-            "timeline": str(run.timeline),
-        },
-        consistent_time=run.stopped_at,
+        consistent_position=position,
+        consistent_time=consistent_time,
         extra={
             "copy": "stream" if stage is None else "reflink",
             "in_backup_seconds": f"{run.in_backup_seconds:.3f}",
             "wal_segments": str(len(run.segments)),
             **({} if stage is None else {"cloned_bytes": str(stage.bytes_cloned)}),
+            **({"fingerprints": run.skipped} if run.skipped else {}),
+            **({"write_lock_ms": _ms(run.point.lock_seconds)} if run.point else {}),
         },
+        fingerprints=fingerprints,
     )
+
+
+def _ms(seconds: float) -> str:
+    return str(round(seconds * 1000))
 
 
 @dataclass
@@ -210,6 +243,11 @@ class _Run:
     data_dir: Path
     os_user: str | None
     stage: CloneStage | None = None
+    mark: Callable[[], restore_point.RestorePoint] | None = None
+    """Makes the restore point the set's WAL ends at, once the backup has stopped."""
+    point: restore_point.RestorePoint | None = None
+    skipped: str = ""
+    """Why no restore point could be made (the set then ends at the stop LSN)."""
     slot: str = field(default_factory=lambda: f"rdsbackup_{secrets.token_hex(8)}")
     slot_made: bool = False
     in_backup: bool = False
@@ -241,9 +279,11 @@ class _Run:
         if self.stage is None:
             yield from self._files(self.data_dir, [e.path for e in walk(self.data_dir)], copied)
             label, segment_size = self._stop()
+            self._mark()
         else:
             paths = self._clone(self.stage)
             label, segment_size = self._stop()
+            self._mark()
             yield from self._files(self.stage.root, paths, copied)
         yield file_member("backup_label", label, copied)
         yield dir_member("pg_wal")
@@ -278,8 +318,17 @@ class _Run:
             paths.append(entry.path)
         return paths
 
+    def _mark(self) -> None:
+        if self.mark is None:
+            return
+        try:
+            self.point = self.mark()
+        except (EngineError, psycopg.Error) as e:  # a writer held its lock too long, say
+            self.skipped = f"not taken: {one_line(str(e))}"
+            log.warning("Snapshot without fingerprints: %s", e)
+
     def _stop(self) -> tuple[bytes, int]:
-        segment_size = int(scalar(self.conn, _SEGMENT_SIZE))
+        segment_size = int(scalar(self.conn, restore_point.SEGMENT_SIZE))
         row = self.conn.execute(
             "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(wait_for_archive => false)"
         ).fetchone()
@@ -304,12 +353,17 @@ class _Run:
             raise EngineError(
                 "the server removed WAL the backup needs (max_slot_wal_keep_size?); take it again"
             )
-        self.segments = wal_segments(self.timeline, self.start_lsn, self.stop_lsn, segment_size)
-        paths = [f"pg_wal/{name}" for name in self.segments]
+        end = self.stop_lsn if self.point is None else self.point.lsn
+        self.segments = wal_segments(self.timeline, self.start_lsn, end, segment_size)
+        whole = self.segments if self.point is None else self.segments[:-1]
+        paths = [f"pg_wal/{name}" for name in whole]
         history = f"pg_wal/{self.timeline:08X}.history"
         if self.timeline > 1 and (self.data_dir / history).is_file():
             paths.append(history)
         yield from tar_chunks(self.data_dir, paths, copied, os_user=self.os_user, vanish_ok=False)
+        if self.point is not None:  # the last segment ends at the restore point
+            last = self.segments[-1]
+            yield from restore_point.segment_member(self.conn, last, segment_size, end)
         for name in self.segments:
             yield file_member(f"pg_wal/archive_status/{name}.done", b"")
 
@@ -330,31 +384,3 @@ class _Run:
         if self.slot_made:
             with suppress(psycopg.Error):
                 self._drop_slot()
-
-
-class _ChunkReader(io.RawIOBase):
-    """A readable stream over an iterator of chunks; closing it closes the iterator."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._pending = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        while not self._pending:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self._pending = memoryview(chunk)
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
-
-    def close(self) -> None:
-        close = getattr(self._chunks, "close", None)
-        if close is not None:
-            close()
-        super().close()

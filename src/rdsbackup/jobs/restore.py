@@ -9,9 +9,7 @@ databases are never touched.
 
 A verification compares the restored tables' row counts and checksums with the set's
 fingerprints: those taken at backup time as of its consistent point (setting
-``fingerprint_backups``: Logical sets, MariaDB Physical and Snapshot sets), or else those
-its first successful verification recorded (PostgreSQL Physical and Snapshot sets have
-no SQL snapshot at their consistent point to take them from).
+``fingerprint_backups``), or else those its first successful verification recorded.
 """
 
 from __future__ import annotations
