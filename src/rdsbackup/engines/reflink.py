@@ -80,7 +80,7 @@ class CloneStage:
         Returns the source's status and the clone's size (the source's at that instant)."""
         target = self.root / name
         self.make_dir(target.parent.relative_to(self.root).as_posix())
-        src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+        src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             st = os.fstat(src)
             dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
