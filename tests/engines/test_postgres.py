@@ -416,6 +416,18 @@ def transfers(access: ServerAccess, stop: threading.Event) -> int:
     return done
 
 
+def shop_server(
+    server_factory: ServerFactory, request: pytest.FixtureRequest, reflink: bool, rows: int
+) -> LocalServer:
+    """A started server with the sample ``shop`` database; on the reflink file system
+    when ``reflink``."""
+    root = request.getfixturevalue("reflink_root") if reflink else None
+    source = server_factory(PG, root=root)
+    source.start()
+    load_sample(PG, source.access(), rows=rows, databases=("shop",))
+    return source
+
+
 @contextmanager
 def two_writers(access: ServerAccess) -> Iterator[None]:
     """``write_load`` and ``transfers`` committing in ``shop``, from 50 transfers on."""
@@ -497,11 +509,8 @@ def test_backup_under_load_restores_a_consistent_state(
     ledger, at least what was committed when the backup started and at most what was
     committed when it ended; every other table must match the source. ``reflink``: the
     server lives on a file system that makes clones, which the Snapshot takes."""
-    root = request.getfixturevalue("reflink_root") if reflink else None
-    source = server_factory(PG, root=root)
-    source.start()
+    source = shop_server(server_factory, request, reflink, rows=200)
     access = source.access()
-    load_sample(PG, access, rows=200, databases=("shop",))
     static = fingerprint(PG, access)
     with two_writers(access):
         at_start = ledger_rows(access)
@@ -620,11 +629,8 @@ def test_fingerprints_at_a_restore_point_are_the_restored_tables(
     """Fingerprints taken at backup time, while two writers commit before, during and
     after the restore point the set's WAL is cut at, are exactly the restored tables'
     (an unlogged table's too: restored empty)."""
-    root = request.getfixturevalue("reflink_root") if reflink else None
-    source = server_factory(PG, root=root)
-    source.start()
+    source = shop_server(server_factory, request, reflink, rows=100)
     access = source.access()
-    load_sample(PG, access, rows=100, databases=("shop",))
     with connect(access, "shop") as conn:
         conn.execute(b"CREATE UNLOGGED TABLE scratch AS SELECT generate_series(1, 50) AS id")
     with two_writers(access):

@@ -56,7 +56,7 @@ from rdsbackup.engines.postgres_logical import (
     user_databases,
 )
 from rdsbackup.engines.postgres_physical import base_backup, restore_base
-from rdsbackup.engines.postgres_restore_point import BaseBackupEnd
+from rdsbackup.engines.postgres_restore_point import Fingerprinting
 from rdsbackup.engines.postgres_snapshot import check_snapshot, snapshot_backup
 from rdsbackup.engines.postgres_snapshot import expected_bytes as snapshot_bytes
 from rdsbackup.manifest import Manifest
@@ -228,39 +228,21 @@ def _physical(
     access: ServerAccess, sink: ObjectSink, on_phase: ProgressCallback, fingerprint: bool
 ) -> BackupResult:
     """``fingerprint``: the set's WAL goes on to a restore point whose tables are
-    fingerprinted (:class:`~rdsbackup.engines.postgres_restore_point.BaseBackupEnd`)."""
+    fingerprinted (:class:`~rdsbackup.engines.postgres_restore_point.Fingerprinting`)."""
     with session(access) as conn:
         version = server_version(conn)
         databases = user_databases(conn)
     on_phase("Uploading")
-    if not fingerprint:
-        done = base_backup(access, sink)
-        return BackupResult(
+    with ExitStack() as stack:
+        marks = None
+        if fingerprint:
+            marks = Fingerprinting(stack.enter_context(session(access)), access, stack)
+        done = base_backup(access, sink, marks.base_backup_members if marks else None)
+        result = BackupResult(
             engine_version=version,
             databases=databases,
             tool_versions=done.tool_versions,
             consistent_position=done.position,
             consistent_time=done.finished_at,
         )
-    with session(access) as conn, ExitStack() as readers:
-        end = BaseBackupEnd(conn, access, readers)
-        done = base_backup(access, sink, end.members)
-        point = end.point
-        fingerprints = point.fingerprints() if point is not None else None
-    position, consistent_time = done.position, done.finished_at
-    if point is not None:
-        position = position | {"restore_point": point.name, "restore_point_lsn": point.lsn}
-        consistent_time = point.made_at or consistent_time
-    return BackupResult(
-        engine_version=version,
-        databases=databases,
-        tool_versions=done.tool_versions,
-        consistent_position=position,
-        consistent_time=consistent_time,
-        extra=(
-            {"fingerprints": end.skipped}
-            if point is None
-            else {"write_lock_ms": str(round(point.lock_seconds * 1000))}
-        ),
-        fingerprints=fingerprints,
-    )
+        return marks.apply(result) if marks else result

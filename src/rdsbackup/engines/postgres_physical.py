@@ -20,12 +20,12 @@ with its size, and the WAL (sets whose manifest uses another algorithm get the f
 
 With fingerprints, the WAL goes on to a restore point made once pg_basebackup has ended:
 its segments are added before the tar's end-of-archive blocks
-(:class:`~rdsbackup.engines.postgres_restore_point.BaseBackupEnd`), and replay ends there.
+(:meth:`~rdsbackup.engines.postgres_restore_point.Fingerprinting.base_backup_members`),
+and replay ends there.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import subprocess
@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import google_crc32c
 
+from rdsbackup.chunks import chunk_stream
 from rdsbackup.engines.base import EngineError, ObjectSink, ObjectSource, ServerAccess, ToolFailed
 from rdsbackup.engines.postgres_common import pg_binary, tool_env
 from rdsbackup.engines.tools import CHUNK, ToolProcess, tool_version
@@ -95,7 +96,7 @@ def base_backup(
                 return end(wal_positions(list(tool.lines)))
 
             chunks = _before_the_end(tool.stdout, more)
-            with closing(io.BufferedReader(ChunkReader(chunks), CHUNK)) as stream:
+            with closing(chunk_stream(chunks, CHUNK)) as stream:
                 sink.put(BASE_TAR, stream)
         tool.check(success_marker=_DONE)
     finished = datetime.now(UTC)
@@ -117,34 +118,6 @@ def _before_the_end(tar: BinaryIO, more: Callable[[], Iterator[bytes]]) -> Itera
         raise EngineError(f"pg_basebackup's {BASE_TAR} does not end with two zero blocks")
     yield from members
     yield held
-
-
-class ChunkReader(io.RawIOBase):
-    """A readable stream over an iterator of chunks; closing it closes the iterator."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._pending = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        while not self._pending:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self._pending = memoryview(chunk)
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
-
-    def close(self) -> None:
-        close = getattr(self._chunks, "close", None)
-        if close is not None:
-            close()
-        super().close()
 
 
 def wal_positions(lines: list[str]) -> dict[str, str]:

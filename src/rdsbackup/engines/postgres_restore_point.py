@@ -27,15 +27,15 @@ import logging
 import secrets
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import psycopg
 from psycopg import sql
 
-from rdsbackup.engines.base import EngineError, ServerAccess
+from rdsbackup.engines.base import BackupResult, EngineError, ServerAccess
 from rdsbackup.engines.postgres_common import (
     Connection,
     database_fingerprint,
@@ -146,35 +146,69 @@ def segment_member(
         yield bytes(min(CHUNK, size - offset))  # a segment is a multiple of 512 bytes
 
 
-class BaseBackupEnd:
-    """Ends a base backup's WAL at a restore point: :meth:`members` gives the tar members
-    to add after pg_basebackup's own (the segments after its last, the final one cut)."""
+class Fingerprinting:
+    """A restore point tried once a backup has stopped, and what the set records of it.
+    Without one (locks not granted in time, a role that may not lock or read WAL files)
+    the set ends at its stop point, as without fingerprints, and says why."""
 
     def __init__(self, conn: Connection, access: ServerAccess, readers: ExitStack) -> None:
         self.conn, self.access, self.readers = conn, access, readers
         self.point: RestorePoint | None = None
         self.skipped = ""
 
-    def members(self, position: dict[str, str]) -> Iterator[bytes]:
+    def mark(self, check: Callable[[RestorePoint], None] | None = None) -> RestorePoint | None:
+        """The restore point, if it can be made (and passes ``check``)."""
         try:
             point = create(self.conn, self.access, user_databases(self.conn), self.readers)
-            size = int(scalar(self.conn, SEGMENT_SIZE))
-            timeline = int(position["timeline"])
-            included = wal_segments(timeline, position["start_lsn"], position["stop_lsn"], size)
-            needed = wal_segments(timeline, position["start_lsn"], point.lsn, size)
-            added = [n for n in needed[:-1] if n not in included] + needed[-1:]
-            for name in added:  # there, and readable (a superuser, or pg_read_server_files)
+            if check is not None:
+                check(point)
+        except (EngineError, psycopg.Error) as e:
+            self.skipped = f"not taken: {one_line(str(e))}"
+            log.warning("a set without fingerprints: %s", self.skipped)
+            return None
+        self.point = point
+        return point
+
+    def base_backup_members(self, position: dict[str, str]) -> Iterator[bytes]:
+        """The tar members to add after pg_basebackup's own (it reported ``position``):
+        the WAL segments after its last, up to the restore point's, cut there."""
+        size = int(scalar(self.conn, SEGMENT_SIZE))
+        timeline, start = int(position["timeline"]), position["start_lsn"]
+        included = wal_segments(timeline, start, position["stop_lsn"], size)
+        added: list[str] = []
+
+        def readable(point: RestorePoint) -> None:  # a superuser, or pg_read_server_files
+            needed = wal_segments(timeline, start, point.lsn, size)
+            added.extend([n for n in needed[:-1] if n not in included] + needed[-1:])
+            for name in added:
                 found = scalar(self.conn, "SELECT (pg_stat_file(%s, true)).size", (_wal(name),))
                 if found != size:
                     raise EngineError(f"{_wal(name)} is gone from the server")
-        except (EngineError, psycopg.Error) as e:  # the locks, the files: not granted
-            self.skipped = f"not taken: {one_line(str(e))}"
-            log.warning("Physical set without fingerprints: %s", e)
+
+        point = self.mark(readable)
+        if point is None:
             return
-        self.point = point
         for name in added[:-1]:
             yield from segment_member(self.conn, name, size)
         yield from segment_member(self.conn, added[-1], size, point.lsn)
+
+    def apply(self, result: BackupResult) -> BackupResult:
+        """``result`` ending at the restore point, with its fingerprints; or saying why
+        there are none. Call it while the readers are open."""
+        point = self.point
+        if point is None:
+            return replace(result, extra={**result.extra, "fingerprints": self.skipped})
+        return replace(
+            result,
+            consistent_position={
+                **result.consistent_position,
+                "restore_point": point.name,
+                "restore_point_lsn": point.lsn,
+            },
+            consistent_time=point.made_at or result.consistent_time,
+            extra={**result.extra, "write_lock_ms": str(round(point.lock_seconds * 1000))},
+            fingerprints=point.fingerprints(),
+        )
 
 
 def _wal(name: str) -> str:

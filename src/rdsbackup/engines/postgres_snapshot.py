@@ -41,14 +41,12 @@ that long); ``extra["wal_segments"]`` how many WAL segments the set holds;
 
 from __future__ import annotations
 
-import io
-import logging
 import re
 import secrets
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, closing, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,6 +54,7 @@ from pathlib import Path
 
 import psycopg
 
+from rdsbackup.chunks import chunk_stream
 from rdsbackup.engines import postgres_restore_point as restore_point
 from rdsbackup.engines.base import (
     BackupResult,
@@ -67,7 +66,6 @@ from rdsbackup.engines.base import (
 )
 from rdsbackup.engines.postgres_common import (
     Connection,
-    one_line,
     pg_binary,
     scalar,
     server_version,
@@ -84,11 +82,9 @@ from rdsbackup.engines.postgres_datadir import (
     walk,
 )
 from rdsbackup.engines.postgres_logical import user_databases
-from rdsbackup.engines.postgres_physical import BASE_TAR, MANIFEST_FILE, ChunkReader
+from rdsbackup.engines.postgres_physical import BASE_TAR, MANIFEST_FILE
 from rdsbackup.engines.reflink import CloneStage
 from rdsbackup.engines.tools import CHUNK, ToolProcess, find_binary, last_error_line, tool_version
-
-log = logging.getLogger(__name__)
 
 PING_SECONDS = 5.0
 _TIMELINE = re.compile(r"^START TIMELINE: (\d+)$", re.MULTILINE)
@@ -188,13 +184,12 @@ def snapshot_backup(
         conn.execute("SELECT set_config(%s, '0', false)", (setting,))
     stage = CloneStage.beside(data_dir) if reflink else None
     with ExitStack() as readers:
-        run = _Run(conn, data_dir, access.os_user, stage)
-        if fingerprint:
-            run.mark = lambda: restore_point.create(conn, access, user_databases(conn), readers)
+        marks = restore_point.Fingerprinting(conn, access, readers) if fingerprint else None
+        run = _Run(conn, data_dir, access.os_user, stage, marks)
         try:
             run.start()
             on_phase("Uploading")
-            with closing(io.BufferedReader(ChunkReader(run.archive()), CHUNK)) as stream:
+            with closing(chunk_stream(run.archive(), CHUNK)) as stream:
                 sink.put(BASE_TAR, stream)
             if not run.finished:
                 raise EngineError(f"the sink stopped reading {BASE_TAR} before its end")
@@ -202,37 +197,24 @@ def snapshot_backup(
             run.clean_up()
             if stage is not None:
                 stage.remove()
-        fingerprints = run.point.fingerprints() if run.point is not None else None
-    tar = find_binary("tar")
-    position = {
-        "start_lsn": run.start_lsn,
-        "stop_lsn": run.stop_lsn,
-        "timeline": str(run.timeline),
-    }
-    consistent_time = run.stopped_at
-    if run.point is not None:
-        position |= {"restore_point": run.point.name, "restore_point_lsn": run.point.lsn}
-        consistent_time = run.point.made_at
-    return BackupResult(
-        engine_version=server_version(conn),
-        databases=user_databases(conn),
-        tool_versions={"tar": tool_version(tar)},
-        consistent_position=position,
-        consistent_time=consistent_time,
-        extra={
-            "copy": "stream" if stage is None else "reflink",
-            "in_backup_seconds": f"{run.in_backup_seconds:.3f}",
-            "wal_segments": str(len(run.segments)),
-            **({} if stage is None else {"cloned_bytes": str(stage.bytes_cloned)}),
-            **({"fingerprints": run.skipped} if run.skipped else {}),
-            **({"write_lock_ms": _ms(run.point.lock_seconds)} if run.point else {}),
-        },
-        fingerprints=fingerprints,
-    )
-
-
-def _ms(seconds: float) -> str:
-    return str(round(seconds * 1000))
+        result = BackupResult(
+            engine_version=server_version(conn),
+            databases=user_databases(conn),
+            tool_versions={"tar": tool_version(find_binary("tar"))},
+            consistent_position={
+                "start_lsn": run.start_lsn,
+                "stop_lsn": run.stop_lsn,
+                "timeline": str(run.timeline),
+            },
+            consistent_time=run.stopped_at,
+            extra={
+                "copy": "stream" if stage is None else "reflink",
+                "in_backup_seconds": f"{run.in_backup_seconds:.3f}",
+                "wal_segments": str(len(run.segments)),
+                **({} if stage is None else {"cloned_bytes": str(stage.bytes_cloned)}),
+            },
+        )
+        return marks.apply(result) if marks else result
 
 
 @dataclass
@@ -243,11 +225,9 @@ class _Run:
     data_dir: Path
     os_user: str | None
     stage: CloneStage | None = None
-    mark: Callable[[], restore_point.RestorePoint] | None = None
+    marks: restore_point.Fingerprinting | None = None
     """Makes the restore point the set's WAL ends at, once the backup has stopped."""
     point: restore_point.RestorePoint | None = None
-    skipped: str = ""
-    """Why no restore point could be made (the set then ends at the stop LSN)."""
     slot: str = field(default_factory=lambda: f"rdsbackup_{secrets.token_hex(8)}")
     slot_made: bool = False
     in_backup: bool = False
@@ -319,13 +299,8 @@ class _Run:
         return paths
 
     def _mark(self) -> None:
-        if self.mark is None:
-            return
-        try:
-            self.point = self.mark()
-        except (EngineError, psycopg.Error) as e:  # a writer held its lock too long, say
-            self.skipped = f"not taken: {one_line(str(e))}"
-            log.warning("Snapshot without fingerprints: %s", e)
+        if self.marks is not None:
+            self.point = self.marks.mark()
 
     def _stop(self) -> tuple[bytes, int]:
         segment_size = int(scalar(self.conn, restore_point.SEGMENT_SIZE))

@@ -10,7 +10,6 @@ sha256 the manifest gives it.
 from __future__ import annotations
 
 import hashlib
-import io
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from sqlalchemy import select
 
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import BackupSet
+from rdsbackup.chunks import chunk_stream
 from rdsbackup.manifest import MANIFEST_NAME, Manifest
 from rdsbackup.service.links import LinkMaker
 
@@ -122,7 +122,7 @@ def _find(catalog: Catalog, backup_id: int) -> tuple[str, list[str]]:
 
 def _unpack(chunks: Iterator[bytes], expected: list[str], out: Path, check: _Check) -> int:
     total, index = 0, -1
-    stream = io.BufferedReader(_ChunkReader(chunks), CHUNK)
+    stream = chunk_stream(chunks, CHUNK)
     with tarfile.open(fileobj=stream, mode="r|") as tar:
         for index, member in enumerate(tar):
             if index >= len(expected) or member.name != expected[index] or not member.isreg():
@@ -168,23 +168,3 @@ def _refusal(response: httpx.Response) -> str:
         return f"the service refused the download: {body['Code']}: {body['Message']}"
     except (ValueError, KeyError, TypeError):
         return f"the service answered HTTP {response.status_code}"
-
-
-class _ChunkReader(io.RawIOBase):
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self.chunks = chunks
-        self.pending = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        while not self.pending:
-            chunk = next(self.chunks, None)
-            if chunk is None:
-                return 0
-            self.pending = chunk
-        n = min(len(buffer), len(self.pending))
-        buffer[:n] = self.pending[:n]
-        self.pending = self.pending[n:]
-        return n
