@@ -19,6 +19,7 @@ from rdsbackup.config import Settings, load_settings
 from rdsbackup.instances.inventory import Registration
 from rdsbackup.memory import bound_heap
 from rdsbackup.service.auth import Principal
+from rdsbackup.states import RESTORE_ENDED, InstanceStatus, RestoreStatus, StoreStatus
 
 app = typer.Typer(no_args_is_help=True, help="Self-hosted Alibaba Cloud RDS backup service.")
 key_app = typer.Typer(no_args_is_help=True, help="Access keys.")
@@ -183,9 +184,11 @@ def instance_add(
         )
     )
     if core.inventory.probe(instance_id) is None:
-        core.inventory.set_status(instance_id, "Unavailable", "the server did not answer")
+        core.inventory.set_status(
+            instance_id, InstanceStatus.UNAVAILABLE, "the server did not answer"
+        )
     else:
-        core.inventory.set_status(instance_id, "Running")
+        core.inventory.set_status(instance_id, InstanceStatus.RUNNING)
     typer.echo(
         json.dumps(
             {"DBInstanceId": instance_id, "DBInstanceStatus": core.inventory.status(instance_id)}
@@ -217,7 +220,9 @@ def instance_create(
     if sample_data:
         load_sample(engine, core.inventory.access(instance_id))
         core.inventory.probe(instance_id)
-    typer.echo(json.dumps({"DBInstanceId": instance_id, "DBInstanceStatus": "Running"}))
+    typer.echo(
+        json.dumps({"DBInstanceId": instance_id, "DBInstanceStatus": InstanceStatus.RUNNING})
+    )
 
 
 @instance_app.command("list")
@@ -246,14 +251,14 @@ def instance_stop(instance_id: str, config: ConfigOpt = None) -> None:
     """Stop a local server (the service marks it Unavailable until it is started)."""
     core = _core(config)
     core.supervisor.server(instance_id).stop()
-    core.inventory.set_status(instance_id, "Stopped", "stopped by the operator")
+    core.inventory.set_status(instance_id, InstanceStatus.STOPPED, "stopped by the operator")
 
 
 @instance_app.command("start")
 def instance_start(instance_id: str, config: ConfigOpt = None) -> None:
     core = _core(config)
     core.supervisor.server(instance_id).start()
-    core.inventory.set_status(instance_id, "Running")
+    core.inventory.set_status(instance_id, InstanceStatus.RUNNING)
 
 
 @instance_app.command("delete")
@@ -359,7 +364,7 @@ def _run_restore(
         while True:
             with service.core.catalog.read() as s:
                 task = s.get_one(RestoreTask, task_id)
-            if task.status in ("Finished", "Failed"):
+            if task.status in RESTORE_ENDED:
                 break
             time.sleep(0.5)
     finally:
@@ -369,19 +374,19 @@ def _run_restore(
             {"TaskId": str(task_id), "Status": task.status, "FailedReason": task.failed_reason}
         )
     )
-    if task.status != "Finished":
+    if task.status != RestoreStatus.FINISHED:
         raise typer.Exit(1)
 
 
 @backup_app.command("lock")
 def backup_lock(backup_id: int, config: ConfigOpt = None) -> None:
     """Protect a set from DeleteBackup and retention (StoreStatus=Disabled)."""
-    _set_store_status(config, backup_id, "Disabled")
+    _set_store_status(config, backup_id, StoreStatus.DISABLED)
 
 
 @backup_app.command("unlock")
 def backup_unlock(backup_id: int, config: ConfigOpt = None) -> None:
-    _set_store_status(config, backup_id, "Enabled")
+    _set_store_status(config, backup_id, StoreStatus.ENABLED)
 
 
 @backup_app.command("download")
@@ -406,7 +411,7 @@ def backup_download(
     typer.echo(json.dumps({"BackupId": backup_id, "Directory": str(out), "Bytes": got.bytes}))
 
 
-def _set_store_status(config: Path | None, backup_id: int, status: str) -> None:
+def _set_store_status(config: Path | None, backup_id: int, status: StoreStatus) -> None:
     from rdsbackup.catalog.models import BackupSet
 
     core = _core(config)

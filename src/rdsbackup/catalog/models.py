@@ -22,6 +22,20 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from rdsbackup.states import (
+    BackupInitiator,
+    BackupMode,
+    DatabaseStatus,
+    InstanceStatus,
+    JobStatus,
+    KeyStatus,
+    LockMode,
+    MetaStatus,
+    RestoreStatus,
+    StoreStatus,
+    TaskAction,
+)
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -29,12 +43,9 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-JOB_PROGRESSING = ("Checking", "Preparing", "Waiting", "Uploading")
-JOB_UNFINISHED = ("NoStart", *JOB_PROGRESSING)
-UNFINISHED = "status NOT IN ('Finished', 'Failed')"
-DELETED = "Deleted"
-"""Status of a released instance (DeleteDBInstance): kept for its retained backup sets,
-invisible to the API."""
+UNFINISHED = f"status NOT IN ('{JobStatus.FINISHED}', '{JobStatus.FAILED}')"
+DELETED = InstanceStatus.DELETED
+"""Kept for the importers of ``catalog.models.DELETED``."""
 
 
 def split_names(value: str) -> list[str]:
@@ -66,7 +77,7 @@ class AccessKey(Base):
     access_key_id: Mapped[str] = mapped_column(String(64), unique=True)
     secret_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
-    status: Mapped[str] = mapped_column(String(16), default="Active")
+    status: Mapped[str] = mapped_column(String(16), default=KeyStatus.ACTIVE)
     actions: Mapped[str] = mapped_column(String(1024), default="*")
     """Comma-separated action patterns this key may call (``*``, ``Describe*``)."""
     description: Mapped[str] = mapped_column(String(256), default="")
@@ -91,9 +102,9 @@ class Instance(Base):
     local: Mapped[bool] = mapped_column(Boolean, default=False)
     """Provisioned and supervised by this service (else: a registered existing server)."""
     base_dir: Mapped[str | None] = mapped_column(String(1024))
-    status: Mapped[str] = mapped_column(String(32), default="Creating")
+    status: Mapped[str] = mapped_column(String(32), default=InstanceStatus.CREATING)
     status_reason: Mapped[str] = mapped_column(Text, default="")
-    lock_mode: Mapped[str] = mapped_column(String(32), default="Unlock")
+    lock_mode: Mapped[str] = mapped_column(String(32), default=LockMode.UNLOCK)
     resource_group_id: Mapped[str] = mapped_column(String(64), default="")
     description: Mapped[str] = mapped_column(String(256), default="")
     region_id: Mapped[str] = mapped_column(String(64), default="")
@@ -119,7 +130,7 @@ class Database(Base):
     name: Mapped[str] = mapped_column(String(256))
     character_set: Mapped[str] = mapped_column(String(64), default="")
     collation: Mapped[str] = mapped_column("db_collation", String(128), default="")
-    status: Mapped[str] = mapped_column(String(16), default="Running")
+    status: Mapped[str] = mapped_column(String(16), default=DatabaseStatus.RUNNING)
 
 
 class BackupJob(Base):
@@ -141,11 +152,11 @@ class BackupJob(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
-    status: Mapped[str] = mapped_column(String(16), default="NoStart")
-    progress_status: Mapped[str] = mapped_column(String(16), default="NoStart")
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.NO_START)
+    progress_status: Mapped[str] = mapped_column(String(16), default=JobStatus.NO_START)
     process: Mapped[int] = mapped_column(Integer, default=0)
-    job_mode: Mapped[str] = mapped_column(String(16), default="Manual")
-    task_action: Mapped[str] = mapped_column(String(32), default="TempBackupTask")
+    job_mode: Mapped[str] = mapped_column(String(16), default=BackupMode.MANUAL)
+    task_action: Mapped[str] = mapped_column(String(32), default=TaskAction.TEMP)
     method: Mapped[str] = mapped_column(String(16))
     requested_type: Mapped[str] = mapped_column(String(32))
     kind: Mapped[str] = mapped_column(String(32), default="FullBackup")
@@ -183,8 +194,8 @@ class BackupSet(Base):
     status: Mapped[str] = mapped_column(String(16))
     method: Mapped[str] = mapped_column(String(16))
     kind: Mapped[str] = mapped_column(String(32))
-    mode: Mapped[str] = mapped_column(String(16), default="Manual")
-    initiator: Mapped[str] = mapped_column(String(16), default="User")
+    mode: Mapped[str] = mapped_column(String(16), default=BackupMode.MANUAL)
+    initiator: Mapped[str] = mapped_column(String(16), default=BackupInitiator.USER)
     strategy: Mapped[str] = mapped_column(String(16), default="instance")
     db_names: Mapped[str] = mapped_column(Text, default="")
     start_time: Mapped[datetime] = mapped_column(DateTime)
@@ -199,9 +210,9 @@ class BackupSet(Base):
     engine: Mapped[str] = mapped_column(String(32))
     engine_version: Mapped[str] = mapped_column(String(32), default="")
     host_instance_id: Mapped[str] = mapped_column(String(64), default="")
-    store_status: Mapped[str] = mapped_column(String(16), default="Enabled")
+    store_status: Mapped[str] = mapped_column(String(16), default=StoreStatus.ENABLED)
     is_avail: Mapped[bool] = mapped_column(Boolean, default=True)
-    meta_status: Mapped[str] = mapped_column(String(16), default="OK")
+    meta_status: Mapped[str] = mapped_column(String(16), default=MetaStatus.OK)
     encryption: Mapped[str] = mapped_column(String(256), default="{}")
     retention_days: Mapped[int | None] = mapped_column(Integer)
     expire_time: Mapped[datetime | None] = mapped_column(DateTime)
@@ -249,7 +260,7 @@ class RestoreTask(Base):
     target_instance_id: Mapped[str | None] = mapped_column(String(64))
     db_names: Mapped[str] = mapped_column(Text, default="")
     target_db_name: Mapped[str] = mapped_column(String(256), default="")
-    status: Mapped[str] = mapped_column(String(16), default="Pending")
+    status: Mapped[str] = mapped_column(String(16), default=RestoreStatus.PENDING)
     failed_reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -17,13 +17,12 @@ from rdsbackup.catalog.secrets import SecretBox
 from rdsbackup.engines.base import EngineError, ServerAccess, ServerInfo
 from rdsbackup.engines.registry import EngineRegistry
 from rdsbackup.instances.access import server_access
+from rdsbackup.states import DatabaseStatus, InstanceStatus
 from rdsbackup.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
 ID_PREFIX = {"MariaDB": "rm-", "MySQL": "rm-", "PostgreSQL": "pgm-"}
-UNAVAILABLE = "Unavailable"
-"""Status of a server that does not answer (an extension: RDS has no such state)."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ class Inventory:
         self.box = box
         self.engines = engines
 
-    def register(self, reg: Registration, *, status: str = "Creating") -> str:
+    def register(self, reg: Registration, *, status: str = InstanceStatus.CREATING) -> str:
         if reg.engine not in ID_PREFIX:
             raise ValueError(f"unsupported engine {reg.engine!r}: MariaDB, MySQL or PostgreSQL")
         instance_id = reg.instance_id or new_instance_id(reg.engine)
@@ -104,7 +103,12 @@ class Inventory:
         try:
             info = self.engines.for_engine(engine_name).probe(self.access(instance_id))
         except EngineError as e:
-            self.set_status(instance_id, UNAVAILABLE, e.reason, only_from=("Running",))
+            self.set_status(
+                instance_id,
+                InstanceStatus.UNAVAILABLE,
+                e.reason,
+                only_from=(InstanceStatus.RUNNING,),
+            )
             return None
         self.record(instance_id, info)
         return info
@@ -116,8 +120,8 @@ class Inventory:
             instance.data_bytes = info.data_bytes
             instance.read_only = info.read_only
             instance.probed_at = utcnow()
-            if instance.status == UNAVAILABLE:
-                instance.status, instance.status_reason = "Running", ""
+            if instance.status == InstanceStatus.UNAVAILABLE:
+                instance.status, instance.status_reason = InstanceStatus.RUNNING, ""
             current = {
                 d.name: d
                 for d in s.scalars(select(Database).where(Database.instance_id == instance_id))
@@ -134,14 +138,14 @@ class Inventory:
                 row.character_set, row.collation, row.status = (
                     db.character_set,
                     db.collation,
-                    "Running",
+                    DatabaseStatus.RUNNING,
                 )
                 s.add(row)
 
     def set_status(
         self,
         instance_id: str,
-        status: str,
+        status: InstanceStatus,
         reason: str = "",
         *,
         only_from: tuple[str, ...] | None = None,

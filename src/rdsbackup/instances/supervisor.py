@@ -17,11 +17,12 @@ from rdsbackup.engines.base import EngineError
 from rdsbackup.instances.inventory import Inventory, Registration, new_instance_id
 from rdsbackup.instances.ports import free_port
 from rdsbackup.instances.servers import LocalServer, local_server
+from rdsbackup.states import InstanceStatus
 
 log = logging.getLogger(__name__)
 
 ADMIN_USER = "rdsadmin"
-SUPERVISED = ("Running", "Unavailable", "Rebooting")
+SUPERVISED = (InstanceStatus.RUNNING, InstanceStatus.UNAVAILABLE, InstanceStatus.REBOOTING)
 """States in which the supervisor keeps a local server up (not Creating: a restore owns it)."""
 
 
@@ -95,9 +96,9 @@ class Supervisor:
             server.initialize()
             server.start()
         except EngineError as e:
-            self.inventory.set_status(instance_id, "Unavailable", e.reason)
+            self.inventory.set_status(instance_id, InstanceStatus.UNAVAILABLE, e.reason)
             raise
-        self.inventory.set_status(instance_id, "Running")
+        self.inventory.set_status(instance_id, InstanceStatus.RUNNING)
         self.inventory.probe(instance_id)
         return instance_id
 
@@ -130,20 +131,22 @@ class Supervisor:
             server = self.server(instance_id)
             if server.is_running():
                 return
-            self.inventory.set_status(instance_id, "Rebooting", "the local server was not running")
+            self.inventory.set_status(
+                instance_id, InstanceStatus.REBOOTING, "the local server was not running"
+            )
             try:
                 server.start()
             except EngineError as e:
-                self.inventory.set_status(instance_id, "Unavailable", e.reason)
+                self.inventory.set_status(instance_id, InstanceStatus.UNAVAILABLE, e.reason)
                 return
-            self.inventory.set_status(instance_id, "Running")
+            self.inventory.set_status(instance_id, InstanceStatus.RUNNING)
 
     def start_all(self) -> None:
         for instance_id in self.local_ids():
             self.ensure_running(instance_id)
 
     def stop_all(self) -> None:
-        for instance_id in self.local_ids((*SUPERVISED, "Creating")):
+        for instance_id in self.local_ids((*SUPERVISED, InstanceStatus.CREATING)):
             try:
                 self.server(instance_id).stop()
             except EngineError as e:
@@ -169,7 +172,10 @@ class HealthMonitor:
             try:
                 if instance_id in local:
                     self.supervisor.ensure_running(instance_id)
-                if self.inventory.status(instance_id) in ("Running", "Unavailable"):
+                if self.inventory.status(instance_id) in (
+                    InstanceStatus.RUNNING,
+                    InstanceStatus.UNAVAILABLE,
+                ):
                     self.inventory.probe(instance_id)
             except Exception:
                 log.exception("health check of %s failed", instance_id)

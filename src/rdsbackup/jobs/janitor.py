@@ -12,6 +12,7 @@ from rdsbackup.catalog.models import BackupJob, BackupSet
 from rdsbackup.jobs.leases import Leases
 from rdsbackup.jobs.removal import delete_stored, drop_records
 from rdsbackup.jobs.runner import record_failure
+from rdsbackup.states import StoreStatus
 from rdsbackup.storage.base import Storage
 from rdsbackup.timeutil import utcnow
 
@@ -47,7 +48,7 @@ class Janitor:
                     .where(
                         BackupSet.expire_time.is_not(None),
                         BackupSet.expire_time < now,
-                        BackupSet.store_status == "Enabled",
+                        BackupSet.store_status == StoreStatus.ENABLED,
                     )
                     .order_by(BackupSet.id.desc())
                 )

@@ -21,8 +21,9 @@ from typing import Any
 from sqlalchemy import or_, select, update
 
 from rdsbackup.catalog.db import Catalog, affected
-from rdsbackup.catalog.models import JOB_PROGRESSING, BackupJob, RestoreTask
+from rdsbackup.catalog.models import BackupJob, RestoreTask
 from rdsbackup.processes import alive as process_alive
+from rdsbackup.states import JOB_PROGRESSING, JobStatus, RestoreStatus
 from rdsbackup.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -42,17 +43,17 @@ class LeaseTable:
 
 BACKUP_JOBS = LeaseTable(
     BackupJob,
-    "NoStart",
+    JobStatus.NO_START,
     JOB_PROGRESSING,
-    on_claim={"status": "Checking", "progress_status": "Checking"},
-    on_fail={"status": "Failed", "progress_status": "Failed"},
+    on_claim={"status": JobStatus.CHECKING, "progress_status": JobStatus.CHECKING},
+    on_fail={"status": JobStatus.FAILED, "progress_status": JobStatus.FAILED},
 )
 RESTORE_TASKS = LeaseTable(
     RestoreTask,
-    "Pending",
-    ("Running",),
-    on_claim={"status": "Running"},
-    on_fail={"status": "Failed"},
+    RestoreStatus.PENDING,
+    (RestoreStatus.RUNNING,),
+    on_claim={"status": RestoreStatus.RUNNING},
+    on_fail={"status": RestoreStatus.FAILED},
 )
 
 

@@ -27,6 +27,7 @@ from rdsbackup.engines.base import (
 )
 from rdsbackup.jobs.sets import SetUnavailable, checked_manifest
 from rdsbackup.manifest import Manifest
+from rdsbackup.states import BackupStatus
 from rdsbackup.storage.base import Storage
 from rdsbackup.timeutil import utcnow
 
@@ -95,7 +96,7 @@ class Planner:
                     select(BackupSet)
                     .where(
                         BackupSet.instance_id == instance_id,
-                        BackupSet.status == "Success",
+                        BackupSet.status == BackupStatus.SUCCESS,
                         BackupSet.is_avail.is_(True),
                         BackupSet.method == plan.method.value,
                         BackupSet.strategy == plan.strategy.value,

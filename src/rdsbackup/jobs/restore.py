@@ -34,13 +34,17 @@ from rdsbackup.instances.servers import LocalServer, local_server
 from rdsbackup.instances.supervisor import Supervisor
 from rdsbackup.jobs.leases import Heartbeat, Leases
 from rdsbackup.jobs.sets import SetStore, SetUnavailable
+from rdsbackup.states import (
+    FingerprintSource,
+    InstanceStatus,
+    RestoreKind,
+    RestoreStatus,
+    VerifyStatus,
+)
 from rdsbackup.storage.base import StorageError
 from rdsbackup.timeutil import utcnow
 
 log = logging.getLogger(__name__)
-
-CLONE_FAILED = "Failed"
-"""Status of a clone whose restore failed (an extension: RDS releases such instances)."""
 
 
 class RestoreRunner:
@@ -70,21 +74,21 @@ class RestoreRunner:
         with self.catalog.read() as s:
             task = s.get_one(RestoreTask, task_id)
         steps: dict[str, Callable[[RestoreTask], None]] = {
-            "clone": self._clone,
-            "database": self._restore_database,
-            "verify": self._verify,
+            RestoreKind.CLONE: self._clone,
+            RestoreKind.DATABASE: self._restore_database,
+            RestoreKind.VERIFY: self._verify,
         }
         try:
             with Heartbeat(self.leases, task_id, self.heartbeat_seconds):
                 steps[task.kind](task)
-            self._end(task_id, "Finished", "")
+            self._end(task_id, RestoreStatus.FINISHED, "")
         except Exception as e:
             reason = _reason(e)
             if not isinstance(e, (EngineError, SetUnavailable, StorageError)):
                 log.exception("restore task %s failed unexpectedly", task_id)
             log.warning("restore task %s failed: %s", task_id, reason)
-            self._end(task_id, "Failed", reason)
-            if task.kind == "clone" and task.target_instance_id:
+            self._end(task_id, RestoreStatus.FAILED, reason)
+            if task.kind == RestoreKind.CLONE and task.target_instance_id:
                 self.fail_clone(task.target_instance_id, reason)
 
     def reap(self) -> None:
@@ -92,11 +96,11 @@ class RestoreRunner:
         for dead in self.leases.reap():
             with self.catalog.read() as s:
                 task = s.get_one(RestoreTask, dead.id)
-            if task.kind == "clone" and task.target_instance_id:
+            if task.kind == RestoreKind.CLONE and task.target_instance_id:
                 self.fail_clone(task.target_instance_id, dead.reason)
 
     def fail_clone(self, instance_id: str, reason: str) -> None:
-        self.inventory.set_status(instance_id, CLONE_FAILED, reason)
+        self.inventory.set_status(instance_id, InstanceStatus.FAILED, reason)
         try:
             server = self.supervisor.server(instance_id)
             server.stop()
@@ -119,7 +123,7 @@ class RestoreRunner:
             for name in admin.user_databases(server.access()):
                 if name not in databases:
                     admin.drop_database(server.access(), name)
-        self.inventory.set_status(target, "Running")
+        self.inventory.set_status(target, InstanceStatus.RUNNING)
         self.inventory.probe(target)
 
     def _restore_database(self, task: RestoreTask) -> None:
@@ -150,7 +154,7 @@ class RestoreRunner:
                 problems = admin.check(scratch.access(), databases)
                 found = admin.fingerprint(scratch.access(), databases)
         except (EngineError, SetUnavailable, StorageError) as e:
-            self._record_verify(task.backup_id, "Failed", _reason(e), None, None)
+            self._record_verify(task.backup_id, VerifyStatus.FAILED, _reason(e), None, None)
             raise
         self._compare(task.backup_id, problems, found, seconds)
 
@@ -167,7 +171,7 @@ class RestoreRunner:
             problems.append(
                 "tables differ from the recorded fingerprint: " + ", ".join(differing[:10])
             )
-        status = "Failed" if problems else "Passed"
+        status = VerifyStatus.FAILED if problems else VerifyStatus.PASSED
         reference = json.dumps(found, sort_keys=True) if expected is None and not problems else None
         self._record_verify(backup_id, status, "; ".join(problems), seconds, reference)
         if problems:
@@ -183,7 +187,7 @@ class RestoreRunner:
             if seconds is not None:
                 backup.restore_seconds = round(seconds, 3)
             if reference is not None:
-                backup.fingerprints, backup.fingerprint_source = reference, "Verify"
+                backup.fingerprints, backup.fingerprint_source = reference, FingerprintSource.VERIFY
 
     # -- helpers --------------------------------------------------------------------------
 

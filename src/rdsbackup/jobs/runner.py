@@ -21,7 +21,6 @@ from sqlalchemy import select, update
 
 from rdsbackup.catalog.db import Catalog, affected
 from rdsbackup.catalog.models import (
-    JOB_PROGRESSING,
     BackupJob,
     BackupObject,
     BackupSet,
@@ -34,6 +33,15 @@ from rdsbackup.instances.inventory import Inventory
 from rdsbackup.jobs.leases import Heartbeat, Leases
 from rdsbackup.jobs.planning import Parent, Planner
 from rdsbackup.manifest import MANIFEST_NAME, Manifest
+from rdsbackup.states import (
+    JOB_PROGRESSING,
+    BackupInitiator,
+    BackupMode,
+    BackupStatus,
+    FingerprintSource,
+    JobStatus,
+    MetaStatus,
+)
 from rdsbackup.storage.base import Storage
 from rdsbackup.storage.streams import SetWriter
 from rdsbackup.timeutil import to_wire, utcnow
@@ -55,7 +63,7 @@ class RunOptions:
 PROCESS_STEP = 10
 """Process is recorded early (before the next heartbeat) once it moved this many points."""
 
-ENGINE_PHASES = ("Preparing", "Waiting", "Uploading", "Checking")
+ENGINE_PHASES = (JobStatus.PREPARING, JobStatus.WAITING, JobStatus.UPLOADING, JobStatus.CHECKING)
 """The order of the phases an engine may report once the job is running."""
 
 
@@ -127,7 +135,7 @@ class JobRunner:
         engine = self.engines.for_engine(self.inventory.engine_name(job.instance_id))
         if self.inventory.probe(job.instance_id) is None:
             raise JobFailed(f"the instance is not answering: {self._status_reason(job)}")
-        self._phase(job.id, "Preparing")
+        self._phase(job.id, JobStatus.PREPARING)
         access = self.inventory.access(job.instance_id)
         resolved = self.planner.resolve(job, engine, access, self.options.parallel)
         plan, parent = resolved.plan, resolved.parent
@@ -140,7 +148,7 @@ class JobRunner:
         progress.expected = engine.expected_bytes(access, plan)
         self._phase(
             job.id,
-            "Uploading",
+            JobStatus.UPLOADING,
             storage_prefix=prefix,
             kind=plan.kind.value,
             bytes_expected=progress.expected,
@@ -153,7 +161,9 @@ class JobRunner:
             threads=self.options.compression_threads,
         )
         progress.writer = writer
-        result = engine.backup(access, plan, writer, self._forward_only(job.id, "Uploading"))
+        result = engine.backup(
+            access, plan, writer, self._forward_only(job.id, JobStatus.UPLOADING)
+        )
         if heartbeat.lost.is_set():
             raise LeaseLost("the job's lease was lost while it ran")
         manifest = self._manifest(job, plan, parent, result, writer, started)
@@ -206,11 +216,11 @@ class JobRunner:
                 instance_id=job.instance_id,
                 account_id=job.account_id,
                 job_id=job.id,
-                status="Success",
+                status=BackupStatus.SUCCESS,
                 method=plan.method.value,
                 kind=plan.kind.value,
                 mode=job.job_mode,
-                initiator="User" if job.job_mode == "Manual" else "System",
+                initiator=_initiator(job),
                 strategy=plan.strategy.value,
                 db_names=join_names(result.databases),
                 start_time=started,
@@ -228,7 +238,7 @@ class JobRunner:
                 expire_time=_expiry(now, job.retention_days),
                 parent_id=parent.backup_id if parent else None,
                 fingerprints=_json_or_empty(result.fingerprints),
-                fingerprint_source="" if result.fingerprints is None else "Backup",
+                fingerprint_source="" if result.fingerprints is None else FingerprintSource.BACKUP,
                 objects=[
                     BackupObject(
                         name=o.name,
@@ -250,8 +260,8 @@ class JobRunner:
                     BackupJob.status.in_(JOB_PROGRESSING),
                 )
                 .values(
-                    status="Finished",
-                    progress_status="Finished",
+                    status=JobStatus.FINISHED,
+                    progress_status=JobStatus.FINISHED,
                     process=100,
                     finished_at=now,
                     backup_id=backup.id,
@@ -305,7 +315,7 @@ def record_failure(catalog: Catalog, job_id: int, reason: str, *, owner: str | N
         job = s.get_one(BackupJob, job_id)
         if owner is not None and job.lease_owner != owner:
             return
-        if job.status in ("Finished",):
+        if job.status == JobStatus.FINISHED:
             return
         existing = s.scalar(select(BackupSet.id).where(BackupSet.job_id == job_id))
         if existing is None:
@@ -314,11 +324,11 @@ def record_failure(catalog: Catalog, job_id: int, reason: str, *, owner: str | N
                 instance_id=job.instance_id,
                 account_id=job.account_id,
                 job_id=job.id,
-                status="Failed",
+                status=BackupStatus.FAILED,
                 method=job.method,
                 kind=job.kind,
                 mode=job.job_mode,
-                initiator="User" if job.job_mode == "Manual" else "System",
+                initiator=_initiator(job),
                 strategy=job.strategy,
                 db_names=job.db_names,
                 start_time=job.started_at or job.created_at,
@@ -328,7 +338,7 @@ def record_failure(catalog: Catalog, job_id: int, reason: str, *, owner: str | N
                 engine_version=instance.engine_version,
                 host_instance_id=job.instance_id,
                 is_avail=False,
-                meta_status="EMPTY",
+                meta_status=MetaStatus.EMPTY,
                 failed_reason=reason,
                 retention_days=job.retention_days,
                 expire_time=_expiry(now, job.retention_days),
@@ -336,11 +346,16 @@ def record_failure(catalog: Catalog, job_id: int, reason: str, *, owner: str | N
             s.add(failed)
             s.flush()
             existing = failed.id
-        job.status = job.progress_status = "Failed"
+        job.status = job.progress_status = JobStatus.FAILED
         job.failed_reason = job.failed_reason or reason
         job.finished_at = job.finished_at or now
         job.lease_owner = None
         job.backup_id = existing
+
+
+def _initiator(job: BackupJob) -> BackupInitiator:
+    manual = job.job_mode == BackupMode.MANUAL
+    return BackupInitiator.USER if manual else BackupInitiator.SYSTEM
 
 
 def _expiry(start: datetime, days: int | None) -> datetime | None:

@@ -10,6 +10,7 @@ from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import BackupSet
 from rdsbackup.engines.base import StoredSet
 from rdsbackup.manifest import MANIFEST_NAME, Manifest
+from rdsbackup.states import BackupStatus
 from rdsbackup.storage.base import Storage, StorageError
 from rdsbackup.storage.streams import SetReader
 
@@ -20,7 +21,7 @@ class SetUnavailable(Exception):
 
 def checked_manifest(storage: Storage, backup: BackupSet) -> Manifest:
     prefix = backup.storage_prefix
-    if backup.status != "Success" or not prefix:
+    if backup.status != BackupStatus.SUCCESS or not prefix:
         raise SetUnavailable(f"backup set {backup.id} is not a complete set")
     try:
         data = storage.read_bytes(prefix + MANIFEST_NAME)

@@ -15,6 +15,7 @@ from rdsbackup.catalog.db import Catalog, affected
 from rdsbackup.catalog.models import AccessKey, Account, Nonce
 from rdsbackup.catalog.secrets import SecretBox
 from rdsbackup.service.errors import InvalidValue, ServiceError
+from rdsbackup.states import KeyStatus
 from rdsbackup.timeutil import utcnow
 
 READ_ONLY_ACTIONS = "Describe*"
@@ -64,7 +65,7 @@ class KeyStore:
                 actions=tuple(a.strip() for a in key.actions.split(",") if a.strip()),
             )
             return KeyRecord(
-                principal, self.box.open(key.secret_ciphertext), key.status == "Active"
+                principal, self.box.open(key.secret_ciphertext), key.status == KeyStatus.ACTIVE
             )
 
     def use_nonce(self, access_key_id: str, nonce: str, expires_at: datetime) -> bool:
@@ -123,7 +124,7 @@ class AccountAdmin:
                     access_key_id=key_id,
                     secret_ciphertext=self.box.seal(key_secret),
                     account_id=account_id,
-                    status="Active",
+                    status=KeyStatus.ACTIVE,
                     actions=",".join(patterns),
                     description=description,
                     created_at=utcnow(),
@@ -136,7 +137,7 @@ class AccountAdmin:
             key = s.scalar(select(AccessKey).where(AccessKey.access_key_id == access_key_id))
             if key is None:
                 raise ServiceError(f"no access key {access_key_id}")
-            key.status = "Active" if active else "Inactive"
+            key.status = KeyStatus.ACTIVE if active else KeyStatus.INACTIVE
 
     def list_keys(self) -> list[KeyInfo]:
         with self.catalog.read() as s:

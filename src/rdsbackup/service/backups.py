@@ -22,8 +22,6 @@ from sqlalchemy.orm import Session
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import (
     DELETED,
-    JOB_PROGRESSING,
-    JOB_UNFINISHED,
     BackupJob,
     BackupSet,
     Instance,
@@ -37,6 +35,16 @@ from rdsbackup.service import errors
 from rdsbackup.service.auth import Principal
 from rdsbackup.service.instances import InstanceService
 from rdsbackup.service.views import BackupView, InstanceView, JobView, Page
+from rdsbackup.states import (
+    JOB_PROGRESSING,
+    JOB_UNFINISHED,
+    BackupMode,
+    InstanceStatus,
+    JobStatus,
+    LockMode,
+    StoreStatus,
+    TaskAction,
+)
 from rdsbackup.storage.base import Storage
 from rdsbackup.timeutil import utc_day, utcnow
 
@@ -57,14 +65,14 @@ class BackupPolicy:
 @dataclass(frozen=True)
 class CreateBackupRequest:
     instance_id: str
-    method: str = "Physical"
+    method: str = BackupMethod.PHYSICAL
     backup_type: str = "Auto"
     strategy: str | None = None
     db_names: tuple[str, ...] = ()
     retention_days: int | None = None
     resource_group_id: str | None = None
     client_token: str | None = None
-    job_mode: str = "Manual"
+    job_mode: str = BackupMode.MANUAL
     compression: str = ""
 
 
@@ -165,7 +173,7 @@ class BackupService:
                 select(func.count(BackupJob.id)).where(
                     BackupJob.instance_id == instance.id,
                     BackupJob.created_day == utc_day(now),
-                    BackupJob.status != "Failed",
+                    BackupJob.status != JobStatus.FAILED,
                 )
             )
             if (today or 0) >= self.policy.daily_limit:
@@ -175,11 +183,11 @@ class BackupService:
             job = BackupJob(
                 instance_id=instance.id,
                 account_id=who.account_id,
-                status="NoStart",
-                progress_status="NoStart",
+                status=JobStatus.NO_START,
+                progress_status=JobStatus.NO_START,
                 process=0,
                 job_mode=req.job_mode,
-                task_action="TempBackupTask" if req.job_mode == "Manual" else "NormalBackupTask",
+                task_action=_task_action(req.job_mode),
                 method=plan.method.value,
                 requested_type=req.backup_type,
                 kind=plan.kind.value,
@@ -210,7 +218,7 @@ class BackupService:
 
     @staticmethod
     def _check_instance(instance: Instance | InstanceView) -> None:
-        if instance.status != "Running" or instance.lock_mode != "Unlock":
+        if instance.status != InstanceStatus.RUNNING or instance.lock_mode != LockMode.UNLOCK:
             raise errors.IncorrectInstanceState(instance.status_reason)
         if not instance.manual_backup_enabled:
             raise errors.OperationDenied("on-demand backups are disabled for this instance")
@@ -258,9 +266,10 @@ class BackupService:
         if job_id is not None:
             query = query.where(BackupJob.id == job_id)
         else:
-            wanted = {"NoStart": ("NoStart",), "Progressing": JOB_PROGRESSING}.get(
-                job_status or "", JOB_UNFINISHED
-            )
+            wanted = {
+                JobStatus.NO_START: (JobStatus.NO_START,),
+                "Progressing": JOB_PROGRESSING,
+            }.get(job_status or "", JOB_UNFINISHED)
             query = query.where(BackupJob.status.in_(wanted))
         if mode:
             query = query.where(BackupJob.job_mode == mode)
@@ -316,7 +325,7 @@ class BackupService:
             found = {b.id for b in sets}
             if missing := [i for i in backup_ids if i not in found]:
                 raise errors.BackupNotFound(f"BackupId {missing[0]}")
-            if locked := [b.id for b in sets if b.store_status != "Enabled"]:
+            if locked := [b.id for b in sets if b.store_status != StoreStatus.ENABLED]:
                 raise errors.BackupLocked(f"BackupId {locked[0]} has StoreStatus Disabled")
             dependants = s.scalars(
                 select(BackupSet.id).where(
@@ -330,6 +339,10 @@ class BackupService:
                 )
             prefixes = drop_records(s, sets)
         delete_stored(self.storage, prefixes)
+
+
+def _task_action(job_mode: str) -> TaskAction:
+    return TaskAction.TEMP if job_mode == BackupMode.MANUAL else TaskAction.NORMAL
 
 
 def _refusal(e: EngineRefused) -> errors.ServiceError:

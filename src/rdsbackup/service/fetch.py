@@ -24,6 +24,7 @@ from rdsbackup.catalog.models import BackupSet
 from rdsbackup.chunks import chunk_stream
 from rdsbackup.manifest import MANIFEST_NAME, Manifest
 from rdsbackup.service.links import LinkMaker
+from rdsbackup.states import BackupStatus
 
 CHUNK = 1 << 20
 
@@ -115,7 +116,7 @@ def _find(catalog: Catalog, backup_id: int) -> tuple[str, list[str]]:
         found = s.scalar(select(BackupSet).where(BackupSet.id == backup_id))
         if found is None:
             raise FetchFailed("no such backup set")
-        if found.status != "Success" or not found.is_avail:
+        if found.status != BackupStatus.SUCCESS or not found.is_avail:
             raise FetchFailed(f"the set is not available (BackupStatus={found.status})")
         return found.checksum, [MANIFEST_NAME, *(o.name for o in found.objects)]
 

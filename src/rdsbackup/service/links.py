@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
 from rdsbackup.service.views import BackupView
+from rdsbackup.states import BackupStatus
 
 KEY_PURPOSE = b"rdsbackup download links v1"
 TAG_LENGTH = 16
@@ -129,7 +130,7 @@ class LinkMaker:
 
     def for_set(self, backup: BackupView) -> SetLinks | None:
         """Links for DescribeBackups: only sets that finished and are available."""
-        if backup.status != "Success" or not backup.is_avail:
+        if backup.status != BackupStatus.SUCCESS or not backup.is_avail:
             return None
         whole = self.target(backup.id, backup.checksum)
         by_db = []

@@ -24,6 +24,7 @@ from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import BackupSet
 from rdsbackup.manifest import MANIFEST_NAME, Manifest
 from rdsbackup.service.links import set_tag
+from rdsbackup.states import BackupStatus
 from rdsbackup.storage.base import ObjectNotFound, Storage, StorageError
 from rdsbackup.storage.tarstream import Member, TarLayout
 from rdsbackup.timeutil import epoch_seconds
@@ -126,7 +127,7 @@ class Payloads:
             row = s.scalar(select(BackupSet).where(BackupSet.id == backup_id))
             if row is None or set_tag(row.checksum) != tag or not row.storage_prefix:
                 raise PayloadNotFound(f"backup set {backup_id}")
-            if row.status != "Success" or not row.is_avail:
+            if row.status != BackupStatus.SUCCESS or not row.is_avail:
                 raise SetNotServable(f"backup set {backup_id} is {row.status}")
             return _Set(
                 instance_id=row.instance_id,

@@ -25,7 +25,6 @@ from sqlalchemy.orm import Session
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import (
     DELETED,
-    JOB_UNFINISHED,
     BackupJob,
     BackupSet,
     Instance,
@@ -34,12 +33,18 @@ from rdsbackup.catalog.models import (
 from rdsbackup.jobs.removal import delete_stored, drop_records
 from rdsbackup.service import errors
 from rdsbackup.service.auth import Principal
+from rdsbackup.states import (
+    JOB_UNFINISHED,
+    BackupStatus,
+    InstanceStatus,
+    RestoreStatus,
+    StoreStatus,
+)
 from rdsbackup.storage.base import Storage
 
 log = logging.getLogger(__name__)
 
 KEEP_POLICIES = ("None", "Lastest", "All")
-DELETING = "Deleting"
 
 
 class LocalServers(Protocol):
@@ -70,13 +75,13 @@ class ReleaseService:
             _check_idle(s, instance)
             sets = list(s.scalars(select(BackupSet).where(BackupSet.instance_id == instance_id)))
             dropped = _sets_to_drop(sets, keep)
-            if locked := [b.id for b in dropped if b.store_status != "Enabled"]:
+            if locked := [b.id for b in dropped if b.store_status != StoreStatus.ENABLED]:
                 raise errors.BackupLocked(
                     f"backup set {locked[0]} has StoreStatus Disabled; unlock it, or keep it "
                     "with ReleasedKeepPolicy=All"
                 )
             prefixes = drop_records(s, dropped)
-            instance.status, instance.status_reason = DELETING, ""
+            instance.status, instance.status_reason = InstanceStatus.DELETING, ""
             local = instance.local
         reason = ""
         if local:
@@ -100,7 +105,7 @@ class ReleaseService:
 def _check_idle(s: Session, instance: Instance) -> None:
     """Nothing may be working on the instance: it is not being created, no backup job
     is unfinished, no restore task reads from it or writes into it."""
-    if instance.status in ("Creating", DELETING):
+    if instance.status in (InstanceStatus.CREATING, InstanceStatus.DELETING):
         raise errors.IncorrectInstanceState(f"the instance is {instance.status}")
     job = s.scalar(
         select(BackupJob.id).where(
@@ -111,7 +116,7 @@ def _check_idle(s: Session, instance: Instance) -> None:
         raise errors.IncorrectInstanceState(f"backup job {job} is still running on it")
     task = s.scalar(
         select(RestoreTask.id).where(
-            RestoreTask.status.in_(("Pending", "Running")),
+            RestoreTask.status.in_((RestoreStatus.PENDING, RestoreStatus.RUNNING)),
             or_(
                 RestoreTask.source_instance_id == instance.id,
                 RestoreTask.target_instance_id == instance.id,
@@ -128,7 +133,7 @@ def _sets_to_drop(sets: Sequence[BackupSet], keep: str) -> list[BackupSet]:
     kept: set[int] = set()
     if keep == "Lastest":
         by_id = {b.id: b for b in sets}
-        good = [b for b in sets if b.status == "Success" and b.is_avail]
+        good = [b for b in sets if b.status == BackupStatus.SUCCESS and b.is_avail]
         newest = max(good, key=lambda b: b.id, default=None)
         while newest is not None:
             kept.add(newest.id)

@@ -16,6 +16,7 @@ from rdsbackup.instances.inventory import Inventory
 from rdsbackup.service import errors
 from rdsbackup.service.auth import Principal
 from rdsbackup.service.instances import InstanceService
+from rdsbackup.states import BackupStatus, InstanceStatus, RestoreKind, RestoreStatus
 from rdsbackup.timeutil import utcnow
 
 PAY_TYPES = ("Postpaid", "Prepaid", "Serverless")
@@ -130,7 +131,7 @@ class RestoreService:
             row.source_backup_id = backup.id
             row.engine_version = backup.engine_version
             task_id = self._task(
-                s, who, "clone", backup, target=instance_id, db_names=list(req.db_names)
+                s, who, RestoreKind.CLONE, backup, target=instance_id, db_names=list(req.db_names)
             )
         self.dispatcher.submit(task_id)
         return instance_id
@@ -152,7 +153,7 @@ class RestoreService:
             "MySQL",
         }:
             raise errors.InvalidValue("TargetDBInstanceId", "the target runs another engine")
-        if target.status != "Running":
+        if target.status != InstanceStatus.RUNNING:
             raise errors.IncorrectInstanceState(target.status_reason)
         if split_names(backup.db_names) and name not in split_names(backup.db_names):
             raise errors.DatabaseNotInSet([name])
@@ -164,7 +165,7 @@ class RestoreService:
             task_id = self._task(
                 s,
                 who,
-                "database",
+                RestoreKind.DATABASE,
                 backup,
                 target=target.id,
                 db_names=[name],
@@ -177,7 +178,7 @@ class RestoreService:
         source = self.instances.get(who, instance_id)
         backup = self._usable_set(who, source.id, backup_id)
         with self.catalog.write() as s:
-            task_id = self._task(s, who, "verify", backup, target=None, db_names=[])
+            task_id = self._task(s, who, RestoreKind.VERIFY, backup, target=None, db_names=[])
         self.dispatcher.submit(task_id)
         return task_id
 
@@ -204,7 +205,7 @@ class RestoreService:
             )
         if backup is None:
             raise errors.BackupNotFound(f"BackupId {backup_id}")
-        if backup.status != "Success" or not backup.is_avail:
+        if backup.status != BackupStatus.SUCCESS or not backup.is_avail:
             raise errors.BackupUnusable(f"backup set {backup_id} is not available for restore")
         return backup
 
@@ -212,7 +213,7 @@ class RestoreService:
     def _task(
         s: Session,
         who: Principal,
-        kind: str,
+        kind: RestoreKind,
         backup: BackupSet,
         *,
         target: str | None,
@@ -227,7 +228,7 @@ class RestoreService:
             target_instance_id=target,
             db_names=join_names(db_names),
             target_db_name=target_db_name,
-            status="Pending",
+            status=RestoreStatus.PENDING,
             created_at=utcnow(),
         )
         s.add(task)
