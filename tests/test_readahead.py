@@ -45,7 +45,7 @@ def test_gives_the_same_bytes(size: int, read_size: int) -> None:
 
 def test_an_error_at_the_end_reaches_the_reader_after_the_good_bytes() -> None:
     data = os.urandom(2 * CHUNK + 5)
-    with ReadAhead(Failing(data)) as ahead:  # type: ignore[arg-type]
+    with ReadAhead(Failing(data)) as ahead:
         got = b""
         with pytest.raises(ValueError, match="sha256"):
             while part := ahead.read(CHUNK):

@@ -161,7 +161,8 @@ def test_failed_backup_says_why_and_never_shows_success(
     instance_id = str(out["DBInstanceId"])
     job = backup(rds, instance_id, BackupMethod="Physical")
     assert job["BackupStatus"] == "Failed"
-    assert "pg_basebackup" in job["FailedReason"] and "replication" in job["FailedReason"].lower()
+    reason = str(job["FailedReason"])
+    assert "pg_basebackup" in reason and "replication" in reason.lower()
     sets = call(rds, "DescribeBackups", DBInstanceId=instance_id)["Items"]["Backup"]  # type: ignore[index]
     assert [s["BackupStatus"] for s in sets] == ["Failed"]
     assert sets[0]["IsAvail"] == 0 and sets[0]["BackupSize"] == 0
@@ -192,7 +193,9 @@ def test_describe_backups_filters_and_pages(rds: Rds, fresh_instance: Callable[.
     ids = [b["BackupId"] for b in everything["Items"]["Backup"]]  # type: ignore[index]
     assert ids == [second["BackupId"], first["BackupId"]]  # newest first
     assert (everything["PageNumber"], everything["PageRecordCount"]) == ("1", "2")
-    logical = call(rds, "DescribeBackups", DBInstanceId=instance_id, BackupId=first["BackupId"])
+    logical = call(
+        rds, "DescribeBackups", DBInstanceId=instance_id, BackupId=str(first["BackupId"])
+    )
     item = logical["Items"]["Backup"][0]  # type: ignore[index]
     assert item["BackupDBNames"] == "shop" and item["BackupMethod"] == "Logical"
     assert item["BackupStartTime"].endswith("Z") and item["ConsistentTime"] > 0

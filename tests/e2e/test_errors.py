@@ -48,7 +48,7 @@ def expect(resp: httpx.Response, status: int, code: str) -> dict[str, str]:
     return dict(body)
 
 
-def create(rds: Rds, key: Key | None = None, **params: str) -> httpx.Response:
+def create(rds: Rds, key: Key | None = None, /, **params: str) -> httpx.Response:
     return signed_v1(rds.endpoint, key or rds.key, "CreateBackup", params)
 
 

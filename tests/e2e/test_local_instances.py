@@ -10,14 +10,14 @@ import time
 from collections.abc import Callable
 
 from rdsbackup.instances.servers_os import process_alive
-from tests.fixtures.service import ServiceProcess, signed_v1, wait_job
+from tests.fixtures.service import Key, ServiceProcess, signed_v1, wait_job
 
 
-def status(svc: ServiceProcess, key: object, instance_id: str) -> str:
+def status(svc: ServiceProcess, key: Key, instance_id: str) -> str:
     resp = signed_v1(
         svc.endpoint,
         key,
-        "DescribeDBInstanceAttribute",  # type: ignore[arg-type]
+        "DescribeDBInstanceAttribute",
         {"DBInstanceId": instance_id},
     )
     return str(resp.json()["Items"]["DBInstanceAttribute"][0]["DBInstanceStatus"])

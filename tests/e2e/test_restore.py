@@ -60,7 +60,7 @@ def _sql(engine: str, access: ServerAccess, statements: list[str]) -> list[list[
     ) as pg:
         pg.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         for st in statements:
-            cur = pg.execute(st)  # type: ignore[arg-type]
+            cur = pg.execute(st)
             results.append(cur.fetchall() if cur.description else [])
         return results
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
@@ -44,10 +45,10 @@ class Rig:
     who: Principal
     instance_id: str
 
-    def run(self, **request: object) -> BackupJob:
+    def run(self, **request: Any) -> BackupJob:
         job_id = self.service.create_backup(
             self.who, CreateBackupRequest(self.instance_id, **request)
-        )  # type: ignore[arg-type]
+        )
         self.runner.run(job_id)
         with self.catalog.read() as s:
             return s.get_one(BackupJob, job_id)
