@@ -21,6 +21,7 @@ from rdsbackup.catalog.secrets import SecretBox
 from rdsbackup.engines.registry import EngineRegistry
 from rdsbackup.instances.inventory import Inventory, Registration
 from rdsbackup.service.auth import AccountAdmin, KeyStore
+from rdsbackup.states import JobStatus
 from rdsbackup.timeutil import utc_day, utcnow
 
 
@@ -119,6 +120,23 @@ def test_one_unfinished_job_per_instance_is_enforced_by_the_database(catalog: Ca
         ).one().status = "Finished"
     with catalog.write() as s:
         s.add(_job(account_id, instance_id, "NoStart"))
+
+
+def test_states_are_stored_as_their_api_words(catalog: Catalog) -> None:
+    """Enum members in, the plain words in the table: no migration came with the enums."""
+    box = SecretBox(Fernet.generate_key())
+    account_id, instance_id = _instance(catalog, box)
+    with catalog.write() as s:
+        s.add(_job(account_id, instance_id, JobStatus.UPLOADING))
+    with catalog.read() as s:
+        job = s.execute(
+            text("SELECT status, progress_status, job_mode, task_action FROM backup_jobs")
+        ).one()
+        instance = s.execute(text("SELECT status, lock_mode FROM instances")).one()
+        found = s.scalars(select(BackupJob.id).where(BackupJob.status == "Uploading")).all()
+    assert tuple(job) == ("Uploading", "NoStart", "Manual", "TempBackupTask")
+    assert tuple(instance) == ("Creating", "Unlock")
+    assert len(found) == 1
 
 
 def test_client_token_is_unique_per_account(catalog: Catalog) -> None:
