@@ -33,7 +33,8 @@ def test_values_are_the_documented_api_words() -> None:
     assert {s.value for s in TaskAction} == {"TempBackupTask", "NormalBackupTask"}
     assert {s.value for s in StoreStatus} == {"Enabled", "Disabled"}
     assert {s.value for s in MetaStatus} == {"OK", "LARGE", "EMPTY"}
-    assert InstanceStatus.RUNNING == "Running" and f"{InstanceStatus.RUNNING}" == "Running"
+    assert InstanceStatus("Running") is InstanceStatus.RUNNING
+    assert f"{InstanceStatus.RUNNING}" == str(InstanceStatus.RUNNING) == "Running"
 
 
 def test_every_job_state_is_unfinished_or_excluded_by_the_unique_index() -> None:
