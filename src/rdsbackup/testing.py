@@ -9,6 +9,10 @@ or uvicorn in a thread for the official SDKs).
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -155,6 +159,34 @@ class MemoryService:
     service: Service
     engine: MemoryEngine
     storage: MemoryStorage
+
+    @contextmanager
+    def serving(self, timeout: float = 10.0) -> Iterator[str]:
+        """The ASGI app over HTTP (uvicorn in a thread) on the settings' host and port,
+        for clients that need a socket (the official SDKs); yields ``host:port``."""
+        import uvicorn
+
+        settings = self.service.core.settings
+        config = uvicorn.Config(
+            self.service.asgi,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not start on {settings.host}:{settings.port}")
+            time.sleep(0.01)
+        try:
+            yield f"{settings.host}:{settings.port}"
+        finally:
+            server.should_exit = True
+            thread.join(timeout)
 
     def add_instance(
         self, server: MemoryServer | None = None, *, account: str = "a", engine: str = "MariaDB"
