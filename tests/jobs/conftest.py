@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,10 +44,10 @@ class Rig:
     instance_id: str
     server: MemoryServer
 
-    def run(self, **request: object) -> BackupJob:
+    def run(self, **request: Any) -> BackupJob:
         job_id = self.service.create_backup(
             self.who, CreateBackupRequest(self.instance_id, **request)
-        )  # type: ignore[arg-type]
+        )
         self.runner.run(job_id)
         with self.catalog.read() as s:
             return s.get_one(BackupJob, job_id)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -30,8 +31,8 @@ class Jobs:
         self.server = shop_server()
         self.instance_id, self.who = rig.add_instance(self.server)
 
-    def create(self, **request: object) -> int:
-        req = CreateBackupRequest(self.instance_id, **request)  # type: ignore[arg-type]
+    def create(self, **request: Any) -> int:
+        req = CreateBackupRequest(self.instance_id, **request)
         return self.rig.service.create_backup(self.who, req)
 
     def job(self, job_id: int) -> BackupJob:
