@@ -3,9 +3,11 @@ the job rules a client sees, without real database servers (tests/fixtures/memor
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
+import httpx
 from alibabacloud_rds20140815 import models
 
 from tests.fixtures.memory import MemoryRds
@@ -85,3 +87,21 @@ def test_one_job_at_a_time_while_a_job_is_held(memory_rds: MemoryRds) -> None:
     done = wait_job(memory_rds.endpoint, memory_rds.key, memory_rds.instance_id, job_id, 30)
     assert done["BackupStatus"] == "Finished"
     assert _create(memory_rds, BackupMethod="Logical").status_code == 200
+
+
+def test_the_asgi_app_answers_in_process(memory_rds: MemoryRds) -> None:
+    """No socket: httpx calls the ASGI app in process; an unsigned call is refused in
+    the Alibaba envelope, and nothing reached the server."""
+    before = memory_rds.server.contents()
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=memory_rds.memory.service.asgi)
+        async with httpx.AsyncClient(transport=transport, base_url="http://rds") as client:
+            params = {"Action": "CreateBackup", "DBInstanceId": "x", "Format": "JSON"}
+            return await client.get("/", params=params)
+
+    resp = asyncio.run(call())
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["Code"] and resp.json()["RequestId"]
+    assert memory_rds.server.contents() == before
+    assert memory_rds.server.backups_started == 0
