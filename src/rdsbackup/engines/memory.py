@@ -83,7 +83,7 @@ class Gate:
             raise ToolFailed(f"{TOOL}: the backup was blocked and never released")
 
 
-@dataclass
+@dataclass(eq=False)
 class MemoryServer:
     """A fake database server. Every change bumps ``lsn``; each table remembers the
     ``lsn`` of its last change (what an incremental backup copies)."""
@@ -95,11 +95,11 @@ class MemoryServer:
     user: str = "admin"
     password: str = field(default="memory-secret", repr=False)
     lsn: int = 1
-    changed_at: dict[tuple[str, str], int] = field(default_factory=dict)
-    backups_started: int = 0
-    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
-    _failure: str | None = field(default=None, repr=False)
-    _gate: Gate | None = field(default=None, repr=False)
+    changed_at: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
+    backups_started: int = field(default=0, init=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
+    _failure: str | None = field(default=None, init=False, repr=False)
+    _gate: Gate | None = field(default=None, init=False, repr=False)
 
     # -- data -------------------------------------------------------------------------
 
