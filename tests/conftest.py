@@ -1,1 +1,6 @@
-pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.service", "tests.fixtures.catalogs"]
+pytest_plugins = [
+    "tests.fixtures.servers",
+    "tests.fixtures.service",
+    "tests.fixtures.catalogs",
+    "tests.fixtures.memory",
+]

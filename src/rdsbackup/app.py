@@ -56,7 +56,10 @@ class Core:
     instances: InstanceService
 
 
-def build_core(settings: Settings, engines: EngineRegistry | None = None) -> Core:
+def build_core(
+    settings: Settings, engines: EngineRegistry | None = None, storage: Storage | None = None
+) -> Core:
+    """``engines`` and ``storage`` replace the real ones (tests: rdsbackup.testing)."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     catalog = Catalog(settings.resolved_catalog_url)
     catalog.upgrade(apart=True)
@@ -71,7 +74,7 @@ def build_core(settings: Settings, engines: EngineRegistry | None = None) -> Cor
         engines=engines,
         inventory=inventory,
         supervisor=supervisor,
-        storage=LocalStorage(settings.resolved_storage_dir),
+        storage=storage or LocalStorage(settings.resolved_storage_dir),
         keys=KeyStore(catalog, box),
         accounts=AccountAdmin(catalog, box),
         instances=InstanceService(catalog, inventory),
@@ -140,8 +143,10 @@ class Service:
             self.core.supervisor.stop_all()
 
 
-def build_service(settings: Settings, engines: EngineRegistry | None = None) -> Service:
-    core = build_core(settings, engines)
+def build_service(
+    settings: Settings, engines: EngineRegistry | None = None, storage: Storage | None = None
+) -> Service:
+    core = build_core(settings, engines, storage)
     leases = Leases(core.catalog, settings.node_id, settings.job_lease_seconds)
     planner = Planner(core.catalog, core.storage, timedelta(hours=settings.full_backup_every_hours))
     runner = JobRunner(

@@ -1,49 +1,48 @@
-"""Shared rig for job tests: a real catalog, storage folder, MariaDB fixture server and
-runner; jobs are created through the service and run synchronously."""
+"""Shared rig for job tests: a real catalog and job runner on the in-memory engine
+(rdsbackup.testing); jobs are created through the service and run synchronously."""
 
 from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.fernet import Fernet
 
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import BackupJob, BackupSet
-from rdsbackup.catalog.secrets import SecretBox
-from rdsbackup.engines.registry import default_registry
-from rdsbackup.instances.inventory import Inventory, Registration
-from rdsbackup.instances.servers import LocalServer
-from rdsbackup.jobs.leases import Leases
-from rdsbackup.jobs.planning import Planner
-from rdsbackup.jobs.runner import JobRunner, RunOptions
-from rdsbackup.service.auth import AccountAdmin, Principal
-from rdsbackup.service.backups import BackupPolicy, BackupService, CreateBackupRequest
-from rdsbackup.service.instances import InstanceService
-from rdsbackup.storage.local import LocalStorage
+from rdsbackup.engines.memory import MemoryServer
+from rdsbackup.jobs.runner import JobRunner
+from rdsbackup.service.auth import Principal
+from rdsbackup.service.backups import BackupService, CreateBackupRequest
+from rdsbackup.storage.base import Storage
+from rdsbackup.testing import memory_rig
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.submitted: list[int] = []
-
-    def submit(self, job_id: int) -> None:
-        self.submitted.append(job_id)
+def shop_server() -> MemoryServer:
+    server = MemoryServer()
+    server.create_database(
+        "shop",
+        {
+            "customers": [[i, f"customer {i}", f"c{i}@example.com"] for i in range(200)],
+            "orders": [[i, i % 200, i * 1.5, "2026-01-01"] for i in range(1000)],
+        },
+    )
+    server.create_database("crm", {"contacts": [[1, "Ada"], [2, "Grace"]]})
+    return server
 
 
 @dataclass
 class Rig:
     catalog: Catalog
-    storage: LocalStorage
+    storage: Storage
     service: BackupService
     runner: JobRunner
     who: Principal
     instance_id: str
+    server: MemoryServer
 
     def run(self, **request: Any) -> BackupJob:
         job_id = self.service.create_backup(
@@ -58,47 +57,18 @@ class Rig:
             return s.get_one(BackupSet, backup_id)
 
 
-def make_rig(tmp_path: Path, storage_root: Path, server: LocalServer) -> Rig:
-    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
-    catalog.upgrade()
-    box = SecretBox(Fernet.generate_key())
-    account = AccountAdmin(catalog, box).ensure_account("a")
-    inventory = Inventory(catalog, box, default_registry())
-    access = server.access()
-    instance_id = inventory.register(
-        Registration(
-            account_id=account,
-            engine="MariaDB",
-            host=access.host,
-            port=access.port,
-            admin_user=access.user,
-            admin_password=access.password,
-            data_dir=access.data_dir,
-            os_user=access.os_user,
-        ),
-        status="Running",
-    )
-    storage = LocalStorage(storage_root)
-    planner = Planner(catalog, storage, timedelta(hours=24))
-    leases = Leases(catalog, "test-node", 30)
-    runner = JobRunner(
-        catalog,
-        inventory,
-        default_registry(),
-        storage,
-        leases,
-        planner,
-        RunOptions(heartbeat_seconds=0.2),
-    )
-    service = BackupService(
-        catalog, InstanceService(catalog, inventory), Recorder(), storage, planner, BackupPolicy()
-    )
-    return Rig(catalog, storage, service, runner, Principal(account, "a", "AK"), instance_id)
+def make_rig(
+    tmp_path: Path, storage: Storage | None = None, server: MemoryServer | None = None
+) -> Rig:
+    built = memory_rig(Catalog(f"sqlite:///{tmp_path / 'catalog.db'}"), storage)
+    server = server or shop_server()
+    instance_id, who = built.add_instance(server)
+    return Rig(built.catalog, built.storage, built.service, built.runner, who, instance_id, server)
 
 
 @pytest.fixture
-def rig(tmp_path: Path, mariadb: LocalServer) -> Rig:
-    return make_rig(tmp_path, tmp_path / "backups", mariadb)
+def rig(tmp_path: Path) -> Rig:
+    return make_rig(tmp_path)
 
 
 @pytest.fixture

@@ -1,9 +1,11 @@
-"""The job runner against a real MariaDB and real storage folders, including storage
-that fills up or stops accepting writes in the middle of a backup."""
+"""The job runner on the in-memory engine, in memory and in real storage folders,
+including storage that fills up or stops accepting writes in the middle of a backup."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import subprocess
 import threading
 import time
@@ -12,9 +14,10 @@ from pathlib import Path
 from sqlalchemy import select
 
 from rdsbackup.catalog.models import BackupJob, BackupSet
-from rdsbackup.instances.servers import LocalServer
+from rdsbackup.engines.memory import MemoryServer
 from rdsbackup.manifest import MANIFEST_NAME, Manifest
 from rdsbackup.service.backups import CreateBackupRequest
+from rdsbackup.storage.local import LocalStorage
 from rdsbackup.storage.streams import SetReader
 from tests.jobs.conftest import Rig, make_rig
 
@@ -41,19 +44,17 @@ def test_gzip_when_the_user_asks(rig: Rig) -> None:
     assert manifest.compression["algorithm"] == "gzip"
     assert manifest.objects and all(o.name.endswith(".gz") for o in manifest.objects)
     reader = SetReader(rig.storage, backup.storage_prefix, manifest)
-    text = b""
-    for obj in manifest.objects:
-        with reader.open(obj.name) as f:
-            data = f.read()
-        assert len(data) == obj.raw_size
-        text += data
-    assert b"CREATE TABLE" in text and b"INSERT INTO" in text
+    (obj,) = manifest.objects
+    with reader.open(obj.name) as f:
+        data = f.read()
+    assert len(data) == obj.raw_size
+    assert json.loads(data)["tables"] == rig.server.contents()["shop"]
 
 
-def test_full_disk_fails_the_job_and_leaves_nothing(
-    tmp_path: Path, mariadb: LocalServer, small_disk: Path
-) -> None:
-    rig = make_rig(tmp_path, small_disk, mariadb)
+def test_full_disk_fails_the_job_and_leaves_nothing(tmp_path: Path, small_disk: Path) -> None:
+    server = MemoryServer()  # random text: ~1 MiB even once compressed
+    server.put_rows("blobs", "b", [[i, os.urandom(4096).hex()] for i in range(256)])
+    rig = make_rig(tmp_path, LocalStorage(small_disk), server)
     job = rig.run(method="Physical")
     assert job.status == "Failed"
     assert "No space left on device" in job.failed_reason
@@ -63,21 +64,21 @@ def test_full_disk_fails_the_job_and_leaves_nothing(
     assert rig.service.create_backup(rig.who, CreateBackupRequest(rig.instance_id)) > 0
 
 
-def test_storage_that_stops_accepting_writes(rig: Rig) -> None:
-    """The set's folder turns immutable while the first object is written: creating the
-    next object fails (EPERM, even for root)."""
+def test_storage_that_stops_accepting_writes(tmp_path: Path) -> None:
+    """The set's folder turns immutable while the first object is written: putting the
+    object in place fails (EPERM, even for root)."""
+    storage = LocalStorage(tmp_path / "backups")
+    rig = make_rig(tmp_path, storage)
+    gate = rig.server.block_next_backup()
     job_id = rig.service.create_backup(rig.who, CreateBackupRequest(rig.instance_id))
     worker = threading.Thread(target=rig.runner.run, args=(job_id,))
     worker.start()
-    deadline = time.monotonic() + 60
-    partials: list[Path] = []
-    while time.monotonic() < deadline and not partials:
-        partials = list(rig.storage.root.rglob("*.partial"))
-        time.sleep(0.005)
-    assert partials, "the backup never started writing"
-    folder = partials[0].parent
+    assert gate.wait_reached(), "the backup never started writing"
+    (partial,) = storage.root.rglob("*.partial")
+    folder = partial.parent
     subprocess.run(["chattr", "+i", str(folder)], check=True)
     try:
+        gate.release()
         worker.join(120)
     finally:
         subprocess.run(["chattr", "-i", str(folder)], check=True)
@@ -90,8 +91,9 @@ def test_storage_that_stops_accepting_writes(rig: Rig) -> None:
 
 
 def test_status_never_goes_back_to_an_earlier_phase(rig: Rig) -> None:
-    """Engines report phases too (MariaDB reports Preparing inside backup()); once a
-    client has seen Uploading it must never see Preparing again."""
+    """Engines report phases too (MariaDB and the memory engine report Preparing inside
+    backup()); once a client has seen Uploading it must never see Preparing again."""
+    gate = rig.server.block_next_backup()
     job_id = rig.service.create_backup(rig.who, CreateBackupRequest(rig.instance_id))
     seen: list[str] = []
     done = threading.Event()
@@ -109,7 +111,12 @@ def test_status_never_goes_back_to_an_earlier_phase(rig: Rig) -> None:
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    rig.runner.run(job_id)
+    worker = threading.Thread(target=rig.runner.run, args=(job_id,))
+    worker.start()
+    assert gate.wait_reached()
+    time.sleep(0.05)  # the watcher polls the blocked job
+    gate.release()
+    worker.join(30)
     done.set()
     watcher.join()
     assert "Uploading" in seen and seen[-1] == "Finished", seen

@@ -1,37 +1,24 @@
-"""CreateBackup's rules at the service level, on SQLite and PostgreSQL catalogs, against a
-real MariaDB server. Jobs are recorded, not run (the dispatcher here only records)."""
+"""CreateBackup's rules at the service level, on SQLite and PostgreSQL catalogs, against
+an in-memory server (rdsbackup.testing). Jobs are recorded, not run (the dispatcher here
+only records)."""
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
-from datetime import timedelta
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography.fernet import Fernet
 from sqlalchemy import select, update
 
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import BackupJob, Instance
-from rdsbackup.catalog.secrets import SecretBox
-from rdsbackup.engines.registry import default_registry
-from rdsbackup.instances.inventory import Inventory, Registration
-from rdsbackup.instances.servers import LocalServer, free_port
-from rdsbackup.jobs.planning import Planner
+from rdsbackup.engines.memory import MemoryServer
 from rdsbackup.service import errors
-from rdsbackup.service.auth import AccountAdmin, Principal
-from rdsbackup.service.backups import BackupPolicy, BackupService, CreateBackupRequest
-from rdsbackup.service.instances import InstanceService
-from rdsbackup.storage.local import LocalStorage
-
-
-@dataclass
-class Recorder:
-    submitted: list[int] = field(default_factory=list)
-
-    def submit(self, job_id: int) -> None:
-        self.submitted.append(job_id)
+from rdsbackup.service.auth import Principal
+from rdsbackup.service.backups import BackupService, CreateBackupRequest
+from rdsbackup.testing import MemoryRig, Recorder, memory_rig
 
 
 @dataclass
@@ -42,6 +29,8 @@ class Rules:
     stranger: Principal
     instance_id: str
     dispatcher: Recorder
+    server: MemoryServer
+    rig: MemoryRig
 
     def finish_all(self, status: str = "Finished") -> None:
         with self.catalog.write() as s:
@@ -53,45 +42,27 @@ class Rules:
 
 
 @pytest.fixture
-def rules(catalog: Catalog, mariadb: LocalServer, tmp_path: Path) -> Rules:
-    box = SecretBox(Fernet.generate_key())
-    admin = AccountAdmin(catalog, box)
-    owner, stranger = admin.ensure_account("owner"), admin.ensure_account("stranger")
-    inventory = Inventory(catalog, box, default_registry())
-    access = mariadb.access()
-    instance_id = inventory.register(
-        Registration(
-            account_id=owner,
-            engine="MariaDB",
-            host=access.host,
-            port=access.port,
-            admin_user=access.user,
-            admin_password=access.password,
-            data_dir=access.data_dir,
-            os_user=access.os_user,
-            resource_group_id="rg-1",
-        ),
-        status="Running",
-    )
-    inventory.probe(instance_id)
-    recorder = Recorder()
-    storage = LocalStorage(tmp_path / "backups")
-    service = BackupService(
-        catalog,
-        InstanceService(catalog, inventory),
-        recorder,
-        storage,
-        Planner(catalog, storage, timedelta(hours=24)),
-        BackupPolicy(),
-    )
-    return Rules(
-        service,
-        catalog,
-        Principal(owner, "owner", "AK1"),
-        Principal(stranger, "stranger", "AK2"),
-        instance_id,
-        recorder,
-    )
+def rules(catalog: Catalog) -> Rules:
+    """On both catalogs: for the rules the catalog referees (races, counting)."""
+    return make_rules(catalog)
+
+
+@pytest.fixture
+def sqlite_rules(tmp_path: Path) -> Iterator[Rules]:
+    """On SQLite only: for the rules the service code decides."""
+    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+    yield make_rules(catalog)
+    catalog.dispose()
+
+
+def make_rules(catalog: Catalog) -> Rules:
+    rig = memory_rig(catalog)
+    server = MemoryServer()
+    server.create_database("shop", {"orders": [[1, "pen"], [2, "ink"]]})
+    instance_id, who = rig.add_instance(server, account="owner", resource_group_id="rg-1")
+    stranger = Principal(rig.accounts.ensure_account("stranger"), "stranger", "AK2")
+    assert isinstance(rig.dispatcher, Recorder)
+    return Rules(rig.service, catalog, who, stranger, instance_id, rig.dispatcher, server, rig)
 
 
 def test_fifty_concurrent_creates_make_exactly_one_job(rules: Rules) -> None:
@@ -156,18 +127,22 @@ def test_client_token_returns_the_same_job_even_concurrently(rules: Rules) -> No
     assert rules.dispatcher.submitted == [ids[0]]
 
 
-def test_instance_visibility(rules: Rules) -> None:
+def test_instance_visibility(sqlite_rules: Rules) -> None:
     with pytest.raises(errors.InstanceNotFound):
-        rules.service.create_backup(rules.stranger, CreateBackupRequest(rules.instance_id))
-    with pytest.raises(errors.InstanceNotFound):
-        rules.service.create_backup(
-            rules.who, CreateBackupRequest(rules.instance_id, resource_group_id="rg-other")
+        sqlite_rules.service.create_backup(
+            sqlite_rules.stranger, CreateBackupRequest(sqlite_rules.instance_id)
         )
     with pytest.raises(errors.InstanceNotFound):
-        rules.service.create_backup(rules.who, CreateBackupRequest("rm-doesnotexist"))
+        sqlite_rules.service.create_backup(
+            sqlite_rules.who,
+            CreateBackupRequest(sqlite_rules.instance_id, resource_group_id="rg-other"),
+        )
+    with pytest.raises(errors.InstanceNotFound):
+        sqlite_rules.service.create_backup(sqlite_rules.who, CreateBackupRequest("rm-doesnotexist"))
     assert (
-        rules.service.create_backup(
-            rules.who, CreateBackupRequest(rules.instance_id, resource_group_id="rg-1")
+        sqlite_rules.service.create_backup(
+            sqlite_rules.who,
+            CreateBackupRequest(sqlite_rules.instance_id, resource_group_id="rg-1"),
         )
         > 0
     )
@@ -182,77 +157,62 @@ def test_instance_visibility(rules: Rules) -> None:
     ],
 )
 def test_instance_state_rules(
-    rules: Rules, values: dict[str, object], error: type[Exception]
+    sqlite_rules: Rules, values: dict[str, object], error: type[Exception]
 ) -> None:
-    rules.set_instance(**values)
+    sqlite_rules.set_instance(**values)
     with pytest.raises(error):
-        rules.service.create_backup(rules.who, CreateBackupRequest(rules.instance_id))
-    with rules.catalog.read() as s:
+        sqlite_rules.service.create_backup(
+            sqlite_rules.who, CreateBackupRequest(sqlite_rules.instance_id)
+        )
+    with sqlite_rules.catalog.read() as s:
         assert s.scalars(select(BackupJob)).all() == []
 
 
-def test_database_names_are_checked_against_the_server(rules: Rules, mariadb: LocalServer) -> None:
+def test_database_names_are_checked_against_the_server(sqlite_rules: Rules) -> None:
     with pytest.raises(errors.DatabaseNotFound) as e:
-        rules.service.create_backup(
-            rules.who,
-            CreateBackupRequest(rules.instance_id, method="Logical", db_names=("shop", "nope")),
-        )
-    assert e.value.names == ["nope"]
-    import pymysql
-
-    access = mariadb.access()
-    conn = pymysql.connect(
-        host=access.host, port=access.port, user=access.user, password=access.password
-    )
-    try:
-        conn.cursor().execute("CREATE DATABASE IF NOT EXISTS created_since_probe")
-        job = rules.service.create_backup(
-            rules.who,
+        sqlite_rules.service.create_backup(
+            sqlite_rules.who,
             CreateBackupRequest(
-                rules.instance_id, method="Logical", db_names=("created_since_probe",)
+                sqlite_rules.instance_id, method="Logical", db_names=("shop", "nope")
             ),
         )
-        assert job > 0
-    finally:
-        conn.cursor().execute("DROP DATABASE IF EXISTS created_since_probe")
-        conn.close()
+    assert e.value.names == ["nope"]
+    sqlite_rules.server.create_database("created_since_probe")
+    job = sqlite_rules.service.create_backup(
+        sqlite_rules.who,
+        CreateBackupRequest(
+            sqlite_rules.instance_id, method="Logical", db_names=("created_since_probe",)
+        ),
+    )
+    assert job > 0
 
 
-def test_engine_refusals_map_to_parameter_errors(rules: Rules) -> None:
+def test_engine_refusals_map_to_parameter_errors(sqlite_rules: Rules) -> None:
     with pytest.raises(errors.UnsupportedBackupStrategy):
-        rules.service.create_backup(
-            rules.who,
+        sqlite_rules.service.create_backup(
+            sqlite_rules.who,
             CreateBackupRequest(
-                rules.instance_id, method="Snapshot", strategy="db", db_names=("shop",)
+                sqlite_rules.instance_id, method="Snapshot", strategy="db", db_names=("shop",)
             ),
         )
     with pytest.raises(errors.InvalidValue):
-        rules.service.create_backup(
-            rules.who, CreateBackupRequest(rules.instance_id, method="Logical", strategy="db")
+        sqlite_rules.service.create_backup(
+            sqlite_rules.who,
+            CreateBackupRequest(sqlite_rules.instance_id, method="Logical", strategy="db"),
         )
 
 
 def test_a_server_gone_since_the_last_probe_is_not_an_internal_error(
-    rules: Rules, postgres: LocalServer
+    sqlite_rules: Rules,
 ) -> None:
     """Some plan checks ask the server (PostgreSQL snapshots check the role, slots,
     tablespaces); a server that stopped answering gives IncorrectDBInstanceState."""
-    access = postgres.access()
-    inventory = rules.service.instances.inventory
-    instance_id = inventory.register(
-        Registration(
-            account_id=rules.who.account_id,
-            engine="PostgreSQL",
-            host=access.host,
-            port=free_port(),
-            admin_user=access.user,
-            admin_password=access.password,
-            data_dir=access.data_dir,
-            os_user=access.os_user,
-        ),
-        status="Running",
-    )
+    server = MemoryServer()
+    instance_id, _ = sqlite_rules.rig.add_instance(server, account="owner", engine="PostgreSQL")
+    server.available = False
     with pytest.raises(errors.IncorrectInstanceState, match=r"127\.0\.0\.1"):
-        rules.service.create_backup(rules.who, CreateBackupRequest(instance_id, method="Snapshot"))
-    with rules.catalog.read() as s:
+        sqlite_rules.service.create_backup(
+            sqlite_rules.who, CreateBackupRequest(instance_id, method="Snapshot")
+        )
+    with sqlite_rules.catalog.read() as s:
         assert s.scalars(select(BackupJob).where(BackupJob.instance_id == instance_id)).all() == []
