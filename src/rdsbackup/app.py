@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -19,6 +23,7 @@ from rdsbackup.catalog.secrets import SecretBox
 from rdsbackup.config import Settings
 from rdsbackup.engines.registry import EngineRegistry, default_registry
 from rdsbackup.instances.inventory import Inventory
+from rdsbackup.instances.servers_os import process_alive
 from rdsbackup.instances.supervisor import HealthMonitor, Supervisor
 from rdsbackup.jobs.dispatch import ThreadDispatcher
 from rdsbackup.jobs.janitor import Janitor
@@ -27,6 +32,7 @@ from rdsbackup.jobs.planning import Planner
 from rdsbackup.jobs.restore import RestoreRunner
 from rdsbackup.jobs.runner import JobRunner, RunOptions
 from rdsbackup.jobs.sets import SetStore
+from rdsbackup.processes import kill_tool_groups, session_leaders
 from rdsbackup.service.auth import AccountAdmin, KeyStore
 from rdsbackup.service.backups import BackupPolicy, BackupService
 from rdsbackup.service.instances import InstanceService
@@ -130,14 +136,57 @@ class Service:
         thread.start()
         self._threads.append(thread)
 
-    def stop(self, *, stop_local_servers: bool = False) -> None:
+    def stop(self, *, stop_local_servers: bool = False, wait_seconds: float = 10) -> None:
+        """Stop in order: the loops; the workers (queued work stays queued for the next
+        start; running work has its tools killed and fails with "service stopped", and
+        what outlasts ``wait_seconds`` is failed for it); then, with
+        ``stop_local_servers``, the local servers."""
+        started = time.monotonic()
         self._stop.set()
+        self.leases.stopping.set()
         self.dispatcher.shutdown(wait=False)
         self.restore_dispatcher.shutdown(wait=False)
+        if not self._end_workers(wait_seconds):
+            log.warning("workers still running after %g s: failing their work", wait_seconds)
+        jobs = self.janitor.fail_running()
+        tasks = self.restore_runner.fail_running()
+        self.restore_runner.fail_abandoned_clones(tasks)
         for thread in self._threads:
             thread.join(timeout=5)
         if stop_local_servers:
-            self.core.supervisor.stop_all()
+            self.core.supervisor.stop_all(timeout=10)
+            stop_leftover_servers()
+        self.janitor.remove_partial(jobs)  # what a stuck worker wrote meanwhile
+        log.info("service stopped in %.1f s", time.monotonic() - started)
+
+    def _end_workers(self, seconds: float) -> bool:
+        """Kill the workers' tools until the workers return (a worker may start its next
+        tool before it notices its work was failed); False if some outlast ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while True:
+            killed = kill_tool_groups()
+            if killed:
+                log.info("killed the process groups of running tools: %s", killed)
+            if self.dispatcher.join(0.2) and self.restore_dispatcher.join(0.2):
+                return True
+            if time.monotonic() > deadline:
+                return False
+
+
+def stop_leftover_servers(timeout: float = 5) -> None:
+    """Servers this process started that no instance owns any more (a restore's scratch
+    server whose worker did not clean up): SIGTERM, then SIGKILL."""
+    leaders = session_leaders()
+    for pid in leaders:
+        log.info("stopping leftover server process %s", pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(process_alive(pid) for pid in leaders):
+        time.sleep(0.05)
+    for pid in leaders:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 def build_service(settings: Settings, engines: EngineRegistry | None = None) -> Service:

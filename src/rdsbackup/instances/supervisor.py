@@ -142,10 +142,21 @@ class Supervisor:
         for instance_id in self.local_ids():
             self.ensure_running(instance_id)
 
-    def stop_all(self) -> None:
+    def stop_all(self, timeout: float = 60) -> None:
         for instance_id in self.local_ids((*SUPERVISED, "Creating")):
             try:
-                self.server(instance_id).stop()
+                server = self.server(instance_id)
+                pid = server.pid()
+                if pid is None:
+                    continue
+                log.info(
+                    "stopping the %s server of %s (pid %s, port %s)",
+                    server.engine,
+                    instance_id,
+                    pid,
+                    server.port,
+                )
+                server.stop(timeout)
             except EngineError as e:
                 log.warning("stopping %s failed: %s", instance_id, e.reason)
 
