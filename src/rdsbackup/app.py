@@ -22,6 +22,7 @@ from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.secrets import SecretBox
 from rdsbackup.config import Settings
 from rdsbackup.engines.registry import EngineRegistry, default_registry
+from rdsbackup.instances.home import instances_home
 from rdsbackup.instances.inventory import Inventory
 from rdsbackup.instances.servers_os import process_alive
 from rdsbackup.instances.supervisor import HealthMonitor, Supervisor
@@ -64,12 +65,13 @@ class Core:
 
 def build_core(settings: Settings, engines: EngineRegistry | None = None) -> Core:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    instances_dir = instances_home(settings)
     catalog = Catalog(settings.resolved_catalog_url)
     catalog.upgrade(apart=True)
     box = SecretBox(settings.resolved_secret_key())
     engines = engines or default_registry()
     inventory = Inventory(catalog, box, engines)
-    supervisor = Supervisor(catalog, inventory, settings.resolved_instances_dir)
+    supervisor = Supervisor(catalog, inventory, instances_dir)
     return Core(
         settings=settings,
         catalog=catalog,
@@ -234,7 +236,7 @@ def build_service(settings: Settings, engines: EngineRegistry | None = None) -> 
         core.engines,
         SetStore(core.catalog, core.storage),
         leases.for_table(RESTORE_TASKS),
-        settings.resolved_instances_dir,
+        core.supervisor.instances_dir,
         settings.heartbeat_seconds,
     )
     restore_dispatcher = ThreadDispatcher(restore_runner.run, settings.max_parallel_jobs)

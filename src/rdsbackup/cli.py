@@ -438,4 +438,10 @@ def _set_store_status(config: Path | None, backup_id: int, status: str) -> None:
 
 
 def main() -> None:
-    app()
+    from rdsbackup.instances.home import InstancesDirUnreachable
+
+    try:
+        app()
+    except InstancesDirUnreachable as e:
+        typer.echo(f"rdsbackup: {e}", err=True)
+        raise SystemExit(2) from None
