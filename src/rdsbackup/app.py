@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +21,6 @@ from rdsbackup.config import Settings
 from rdsbackup.engines.registry import EngineRegistry, default_registry
 from rdsbackup.instances.home import instances_home
 from rdsbackup.instances.inventory import Inventory
-from rdsbackup.instances.servers_os import process_alive
 from rdsbackup.instances.supervisor import HealthMonitor, Supervisor
 from rdsbackup.jobs.dispatch import ThreadDispatcher
 from rdsbackup.jobs.janitor import Janitor
@@ -33,7 +29,7 @@ from rdsbackup.jobs.planning import Planner
 from rdsbackup.jobs.restore import RestoreRunner
 from rdsbackup.jobs.runner import JobRunner, RunOptions
 from rdsbackup.jobs.sets import SetStore
-from rdsbackup.processes import kill_tool_groups, session_leaders
+from rdsbackup.processes import kill_tool_groups, stop_leftover_servers
 from rdsbackup.service.auth import AccountAdmin, KeyStore
 from rdsbackup.service.backups import BackupPolicy, BackupService
 from rdsbackup.service.instances import InstanceService
@@ -173,22 +169,6 @@ class Service:
                 return True
             if time.monotonic() > deadline:
                 return False
-
-
-def stop_leftover_servers(timeout: float = 5) -> None:
-    """Servers this process started that no instance owns any more (a restore's scratch
-    server whose worker did not clean up): SIGTERM, then SIGKILL."""
-    leaders = session_leaders()
-    for pid in leaders:
-        log.info("stopping leftover server process %s", pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(process_alive(pid) for pid in leaders):
-        time.sleep(0.05)
-    for pid in leaders:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
 
 
 def build_service(settings: Settings, engines: EngineRegistry | None = None) -> Service:
