@@ -48,19 +48,26 @@ def children(parent: int | None = None) -> list[int]:
     return found
 
 
-def kill_tool_groups() -> list[int]:
-    """SIGKILL the process group of every child that leads a group of its own inside this
-    process's session: the engines' tools (each runs in its own group). Local servers run
-    in sessions of their own and are left alone. Returns the groups killed."""
+def tool_groups() -> list[int]:
+    """Children leading a process group of their own inside this process's session: the
+    engines' tools (each runs in its own group). Local servers run in sessions of their
+    own and are not among them."""
     session, group = os.getsid(0), os.getpgid(0)
-    killed: list[int] = []
+    found: list[int] = []
     for pid in children():
-        try:
+        with suppress(ProcessLookupError, PermissionError):
             if os.getpgid(pid) == pid != group and os.getsid(pid) == session:
-                os.killpg(pid, signal.SIGKILL)
-                killed.append(pid)
-        except (ProcessLookupError, PermissionError):
-            continue
+                found.append(pid)
+    return found
+
+
+def kill_tool_groups() -> list[int]:
+    """SIGKILL every :func:`tool_groups` group; returns the groups killed."""
+    killed: list[int] = []
+    for pid in tool_groups():
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+            killed.append(pid)
     return killed
 
 
