@@ -32,4 +32,6 @@ bench: deps venv
 	$(BIN)/python bench/run.py
 
 clean:
+	@link=$$(readlink -f .state/instances 2>/dev/null); \
+	case "$$link" in /var/lib/rdsbackup/*/instances) rm -rf "$${link%/instances}";; esac
 	rm -rf $(VENV) .state

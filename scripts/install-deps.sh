@@ -35,5 +35,8 @@ if [ ! -e "$policy" ]; then
 fi
 trap '[ "$made_policy" = 1 ] && rm -f "$policy"' EXIT
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q --no-install-recommends "${missing[@]}"
+# Wait (up to 10 minutes) for another apt/dpkg run to release its lock instead of
+# failing at once (apt >= 1.9.11; Debian 12 ships 2.6).
+lock_wait=(-o DPkg::Lock::Timeout=600)
+apt-get "${lock_wait[@]}" update -q
+apt-get "${lock_wait[@]}" install -y -q --no-install-recommends "${missing[@]}"

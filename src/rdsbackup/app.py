@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -18,6 +19,7 @@ from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.secrets import SecretBox
 from rdsbackup.config import Settings
 from rdsbackup.engines.registry import EngineRegistry, default_registry
+from rdsbackup.instances.home import instances_home
 from rdsbackup.instances.inventory import Inventory
 from rdsbackup.instances.supervisor import HealthMonitor, Supervisor
 from rdsbackup.jobs.dispatch import ThreadDispatcher
@@ -27,6 +29,7 @@ from rdsbackup.jobs.planning import Planner
 from rdsbackup.jobs.restore import RestoreRunner
 from rdsbackup.jobs.runner import JobRunner, RunOptions
 from rdsbackup.jobs.sets import SetStore
+from rdsbackup.processes import kill_tool_groups, stop_leftover_servers
 from rdsbackup.service.auth import AccountAdmin, KeyStore
 from rdsbackup.service.backups import BackupPolicy, BackupService
 from rdsbackup.service.instances import InstanceService
@@ -61,12 +64,13 @@ def build_core(
 ) -> Core:
     """``engines`` and ``storage`` replace the real ones (tests: rdsbackup.testing)."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    instances_dir = instances_home(settings)
     catalog = Catalog(settings.resolved_catalog_url)
     catalog.upgrade(apart=True)
     box = SecretBox(settings.resolved_secret_key())
     engines = engines or default_registry()
     inventory = Inventory(catalog, box, engines)
-    supervisor = Supervisor(catalog, inventory, settings.resolved_instances_dir)
+    supervisor = Supervisor(catalog, inventory, instances_dir)
     return Core(
         settings=settings,
         catalog=catalog,
@@ -133,14 +137,41 @@ class Service:
         thread.start()
         self._threads.append(thread)
 
-    def stop(self, *, stop_local_servers: bool = False) -> None:
+    def stop(self, *, stop_local_servers: bool = False, wait_seconds: float = 10) -> None:
+        """Stop in order: the loops; the workers (queued work stays queued for the next
+        start; running work has its tools killed and fails with "service stopped", and
+        what outlasts ``wait_seconds`` is failed for it); then, with
+        ``stop_local_servers``, the local servers."""
+        started = time.monotonic()
         self._stop.set()
+        self.leases.stopping.set()
         self.dispatcher.shutdown(wait=False)
         self.restore_dispatcher.shutdown(wait=False)
+        if not self._end_workers(wait_seconds):
+            log.warning("workers still running after %g s: failing their work", wait_seconds)
+        jobs = self.janitor.fail_running()
+        tasks = self.restore_runner.fail_running()
+        self.restore_runner.fail_abandoned_clones(tasks)
         for thread in self._threads:
             thread.join(timeout=5)
         if stop_local_servers:
-            self.core.supervisor.stop_all()
+            self.core.supervisor.stop_all(timeout=10)
+            stop_leftover_servers()
+        self.janitor.remove_partial(jobs)  # what a stuck worker wrote meanwhile
+        log.info("service stopped in %.1f s", time.monotonic() - started)
+
+    def _end_workers(self, seconds: float) -> bool:
+        """Kill the workers' tools until the workers return (a worker may start its next
+        tool before it notices its work was failed); False if some outlast ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while True:
+            killed = kill_tool_groups()
+            if killed:
+                log.info("killed the process groups of running tools: %s", killed)
+            if self.dispatcher.join(0.2) and self.restore_dispatcher.join(0.2):
+                return True
+            if time.monotonic() > deadline:
+                return False
 
 
 def build_service(
@@ -190,7 +221,7 @@ def build_service(
         core.engines,
         SetStore(core.catalog, core.storage),
         leases.for_table(RESTORE_TASKS),
-        settings.resolved_instances_dir,
+        core.supervisor.instances_dir,
         settings.heartbeat_seconds,
     )
     restore_dispatcher = ThreadDispatcher(restore_runner.run, settings.max_parallel_jobs)

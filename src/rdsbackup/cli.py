@@ -67,17 +67,37 @@ def serve(
     _serve(settings, host or settings.host, port or settings.port, keep_local_servers)
 
 
-def _serve(settings: Settings, host: str, port: int, keep_local_servers: bool) -> None:
-    import uvicorn
+def _serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    keep_local_servers: bool,
+    prepare: Callable[[Service], None] | None = None,
+) -> None:
+    """Serve until SIGTERM or SIGINT, then stop as :mod:`rdsbackup.shutdown` says."""
+    from rdsbackup.shutdown import (
+        StopRequested,
+        StopSignals,
+        exit_if_threads_stuck,
+        serve_until_stopped,
+    )
 
     settings = settings.model_copy(update={"host": host, "port": port})  # links name them
     bound_heap()
-    service = build_service(settings)
-    service.start()
-    try:
-        uvicorn.run(service.asgi, host=host, port=port, log_level="warning", access_log=False)
-    finally:
-        service.stop(stop_local_servers=not keep_local_servers)
+    with StopSignals(signal_servers=not keep_local_servers) as signals:
+        service: Service | None = None
+        try:
+            service = build_service(settings)
+            if prepare is not None:
+                prepare(service)
+            service.start()
+            serve_until_stopped(signals, service.asgi, host, port)
+        except StopRequested:
+            pass
+        finally:
+            if service is not None:
+                service.stop(stop_local_servers=not keep_local_servers)
+    exit_if_threads_stuck()
 
 
 @app.command()
@@ -87,10 +107,12 @@ def demo(config: ConfigOpt = None, port: Annotated[int | None, typer.Option()] =
 
     _logging()
     settings = _settings(config)
-    core = build_core(settings)
-    info = ensure_demo(core)
-    print_welcome(console, info, settings.host, port or settings.port)
-    _serve(settings, settings.host, port or settings.port, keep_local_servers=False)
+
+    def prepare(service: Service) -> None:
+        info = ensure_demo(service.core)
+        print_welcome(console, info, settings.host, port or settings.port)
+
+    _serve(settings, settings.host, port or settings.port, False, prepare)
 
 
 @app.command("upgrade")
@@ -421,4 +443,10 @@ def _set_store_status(config: Path | None, backup_id: int, status: StoreStatus) 
 
 
 def main() -> None:
-    app()
+    from rdsbackup.instances.home import InstancesDirUnreachable
+
+    try:
+        app()
+    except InstancesDirUnreachable as e:
+        typer.echo(f"rdsbackup: {e}", err=True)
+        raise SystemExit(2) from None

@@ -6,19 +6,29 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import BackupJob, BackupSet
+from rdsbackup.catalog.secrets import SecretBox
 from rdsbackup.engines.memory import MemoryServer
-from rdsbackup.jobs.runner import JobRunner
-from rdsbackup.service.auth import Principal
-from rdsbackup.service.backups import BackupService, CreateBackupRequest
+from rdsbackup.engines.registry import default_registry
+from rdsbackup.instances.inventory import Inventory
+from rdsbackup.instances.servers import LocalServer
+from rdsbackup.jobs.leases import Leases
+from rdsbackup.jobs.planning import Planner
+from rdsbackup.jobs.runner import JobRunner, RunOptions
+from rdsbackup.service.auth import AccountAdmin, Principal
+from rdsbackup.service.backups import BackupPolicy, BackupService, CreateBackupRequest
+from rdsbackup.service.instances import InstanceService
 from rdsbackup.storage.base import Storage
-from rdsbackup.testing import memory_rig
+from rdsbackup.storage.local import LocalStorage
+from rdsbackup.testing import Recorder, memory_rig, register
 
 
 def shop_server() -> MemoryServer:
@@ -69,6 +79,43 @@ def make_rig(
 @pytest.fixture
 def rig(tmp_path: Path) -> Rig:
     return make_rig(tmp_path)
+
+
+@dataclass
+class MariaDBRig:
+    """The job runner on a real MariaDB server and local storage: for tests whose point
+    is a real tool process (killed, stopped)."""
+
+    catalog: Catalog
+    storage: LocalStorage
+    service: BackupService
+    runner: JobRunner
+    who: Principal
+    instance_id: str
+
+
+@pytest.fixture
+def mariadb_rig(tmp_path: Path, mariadb: LocalServer) -> MariaDBRig:
+    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+    catalog.upgrade()
+    box = SecretBox(Fernet.generate_key())
+    registry = default_registry()
+    inventory = Inventory(catalog, box, registry)
+    account_id = AccountAdmin(catalog, box).ensure_account("a")
+    access = mariadb.access()
+    instance_id = register(
+        inventory, account_id, access, data_dir=access.data_dir, os_user=access.os_user
+    )
+    storage = LocalStorage(tmp_path / "backups")
+    planner = Planner(catalog, storage, timedelta(hours=24))
+    leases = Leases(catalog, "test-node", 30)
+    options = RunOptions(heartbeat_seconds=0.2)
+    runner = JobRunner(catalog, inventory, registry, storage, leases, planner, options)
+    service = BackupService(
+        catalog, InstanceService(catalog, inventory), Recorder(), storage, planner, BackupPolicy()
+    )
+    who = Principal(account_id, "a", "AK")
+    return MariaDBRig(catalog, storage, service, runner, who, instance_id)
 
 
 @pytest.fixture

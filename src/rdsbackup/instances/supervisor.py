@@ -32,6 +32,7 @@ class Supervisor:
         self.inventory = inventory
         self.instances_dir = instances_dir
         self._lock = threading.Lock()
+        self._stopped = False
 
     def register_local(
         self,
@@ -126,8 +127,8 @@ class Supervisor:
     def ensure_running(self, instance_id: str) -> None:
         """Start the server if its process is gone (status Rebooting while it starts)."""
         with self._lock:
-            if self.inventory.status(instance_id) not in SUPERVISED:
-                return  # being deleted, or a restore owns it
+            if self._stopped or self.inventory.status(instance_id) not in SUPERVISED:
+                return  # the service is stopping, it is being deleted, or a restore owns it
             server = self.server(instance_id)
             if server.is_running():
                 return
@@ -145,10 +146,24 @@ class Supervisor:
         for instance_id in self.local_ids():
             self.ensure_running(instance_id)
 
-    def stop_all(self) -> None:
+    def stop_all(self, timeout: float = 60) -> None:
+        """Stop every local server; none is restarted by this supervisor afterwards."""
+        with self._lock:  # a health check starting a server finishes first
+            self._stopped = True
         for instance_id in self.local_ids((*SUPERVISED, InstanceStatus.CREATING)):
             try:
-                self.server(instance_id).stop()
+                server = self.server(instance_id)
+                pid = server.pid()
+                if pid is None:
+                    continue
+                log.info(
+                    "stopping the %s server of %s (pid %s, port %s)",
+                    server.engine,
+                    instance_id,
+                    pid,
+                    server.port,
+                )
+                server.stop(timeout)
             except EngineError as e:
                 log.warning("stopping %s failed: %s", instance_id, e.reason)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 log = logging.getLogger(__name__)
 
@@ -15,9 +15,12 @@ class ThreadDispatcher:
     def __init__(self, run: Callable[[int], None], max_workers: int) -> None:
         self._run = run
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="backup-job")
+        self._futures: set[Future[None]] = set()
 
     def submit(self, job_id: int) -> None:
-        self._pool.submit(self._guarded, job_id)
+        future = self._pool.submit(self._guarded, job_id)
+        self._futures.add(future)
+        future.add_done_callback(self._futures.discard)
 
     def _guarded(self, job_id: int) -> None:
         try:
@@ -27,3 +30,7 @@ class ThreadDispatcher:
 
     def shutdown(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the work submitted; False if some still runs."""
+        return not wait(list(self._futures), timeout).not_done

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import BackupJob, BackupSet
-from rdsbackup.jobs.leases import Leases
+from rdsbackup.jobs.leases import STOPPED, DeadWork, Leases
 from rdsbackup.jobs.removal import delete_stored, drop_records
 from rdsbackup.jobs.runner import record_failure
 from rdsbackup.states import StoreStatus
@@ -26,15 +26,30 @@ class Janitor:
         self.storage = storage
 
     def reap_jobs(self) -> list[int]:
-        dead = self.leases.reap()
+        return self._cleanup(self.leases.reap())
+
+    def fail_running(self, reason: str = STOPPED) -> list[int]:
+        """Fail the jobs this process still runs (it is stopping), each with a Failed set."""
+        return self._cleanup(self.leases.fail_own(reason))
+
+    def remove_partial(self, job_ids: list[int]) -> None:
+        """Remove again what failed jobs wrote: a worker may have written on after its
+        job was failed."""
+        for job_id in job_ids:
+            self._delete_written(job_id)
+
+    def _cleanup(self, dead: list[DeadWork]) -> list[int]:
         for job in dead:
             log.warning("job %s failed: %s", job.id, job.reason)
-            with self.catalog.read() as s:
-                prefix = s.get_one(BackupJob, job.id).storage_prefix
-            if prefix:
-                self.storage.delete_prefix(prefix)
+            self._delete_written(job.id)
             record_failure(self.catalog, job.id, job.reason, owner=None)
         return [j.id for j in dead]
+
+    def _delete_written(self, job_id: int) -> None:
+        with self.catalog.read() as s:
+            prefix = s.get_one(BackupJob, job_id).storage_prefix
+        if prefix:
+            self.storage.delete_prefix(prefix)
 
     def expire_sets(self) -> list[int]:
         """Delete sets past their retention, never a set another set still depends on."""

@@ -28,6 +28,9 @@ from rdsbackup.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
+STOPPED = "service stopped before this work ended"
+"""The reason recorded for work the stopping service was running."""
+
 PROGRESS_TICK = 0.2
 """Seconds between looks at the progress of work renewed with a ``process_step``."""
 
@@ -77,11 +80,14 @@ class Leases:
         self.owner = f"{node_id}:{self.pid}:{uuid.uuid4().hex[:12]}"
         self.ttl = timedelta(seconds=lease_seconds)
         self.table = table
+        self.stopping = threading.Event()
+        """Set when this process stops: its workers then fail with :data:`STOPPED`."""
 
     def for_table(self, table: LeaseTable) -> Leases:
         """The same owner (this process), leasing another kind of work."""
         other = Leases(self.catalog, self.node_id, self.ttl.total_seconds(), table)
         other.owner = self.owner
+        other.stopping = self.stopping
         return other
 
     def claim(self, work_id: int) -> bool:
@@ -146,6 +152,25 @@ class Leases:
                 row.lease_owner = None
                 dead.append(DeadWork(row.id, reason))
         return dead
+
+    def fail_own(self, reason: str = STOPPED) -> list[DeadWork]:
+        """Fail all running work this process still holds (its workers did not end in
+        time while it stops): nothing stays running, and a worker that still finishes
+        later cannot mark it done (its lease is gone)."""
+        m, now = self.table.model, utcnow()
+        failed: list[DeadWork] = []
+        with self.catalog.write() as s:
+            rows = s.scalars(
+                select(m).where(m.status.in_(self.table.running), m.lease_owner == self.owner)
+            )
+            for row in rows:
+                for name, value in self.table.on_fail.items():
+                    setattr(row, name, value)
+                row.failed_reason = reason
+                row.finished_at = now
+                row.lease_owner = None
+                failed.append(DeadWork(row.id, reason))
+        return failed
 
     def _why_dead(self, owner: str | None, expires: datetime | None, now: datetime) -> str | None:
         if owner is None:

@@ -32,7 +32,7 @@ from rdsbackup.instances.inventory import Inventory
 from rdsbackup.instances.ports import free_port
 from rdsbackup.instances.servers import LocalServer, local_server
 from rdsbackup.instances.supervisor import Supervisor
-from rdsbackup.jobs.leases import Heartbeat, Leases
+from rdsbackup.jobs.leases import STOPPED, Heartbeat, Leases
 from rdsbackup.jobs.sets import SetStore, SetUnavailable
 from rdsbackup.states import (
     FingerprintSource,
@@ -84,7 +84,9 @@ class RestoreRunner:
             self._end(task_id, RestoreStatus.FINISHED, "")
         except Exception as e:
             reason = _reason(e)
-            if not isinstance(e, (EngineError, SetUnavailable, StorageError)):
+            if self.leases.stopping.is_set():  # its tools were killed: that is why
+                reason = STOPPED
+            elif not isinstance(e, (EngineError, SetUnavailable, StorageError)):
                 log.exception("restore task %s failed unexpectedly", task_id)
             log.warning("restore task %s failed: %s", task_id, reason)
             self._end(task_id, RestoreStatus.FAILED, reason)
@@ -98,6 +100,22 @@ class RestoreRunner:
                 task = s.get_one(RestoreTask, dead.id)
             if task.kind == RestoreKind.CLONE and task.target_instance_id:
                 self.fail_clone(task.target_instance_id, dead.reason)
+
+    def fail_running(self, reason: str = STOPPED) -> list[int]:
+        """Fail the restore tasks this process still runs (it is stopping)."""
+        failed = self.leases.fail_own(reason)
+        for task in failed:
+            log.warning("restore task %s failed: %s", task.id, reason)
+        return [t.id for t in failed]
+
+    def fail_abandoned_clones(self, task_ids: list[int], reason: str = STOPPED) -> None:
+        """Clones of failed tasks whose worker did not clean up (it is still stuck)."""
+        for task_id in task_ids:
+            with self.catalog.read() as s:
+                task = s.get_one(RestoreTask, task_id)
+            target = task.target_instance_id
+            if task.kind == "clone" and target and self.inventory.status(target) == "Creating":
+                self.fail_clone(target, reason)
 
     def fail_clone(self, instance_id: str, reason: str) -> None:
         self.inventory.set_status(instance_id, InstanceStatus.FAILED, reason)

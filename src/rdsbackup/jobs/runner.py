@@ -30,7 +30,7 @@ from rdsbackup.catalog.models import (
 from rdsbackup.engines.base import BackupPlan, BackupResult, EngineError
 from rdsbackup.engines.registry import EngineRegistry
 from rdsbackup.instances.inventory import Inventory
-from rdsbackup.jobs.leases import Heartbeat, Leases
+from rdsbackup.jobs.leases import STOPPED, Heartbeat, Leases
 from rdsbackup.jobs.planning import Parent, Planner
 from rdsbackup.manifest import MANIFEST_NAME, Manifest
 from rdsbackup.states import (
@@ -126,7 +126,9 @@ class JobRunner:
                 self._run(job, prefix, progress, heartbeat)
         except Exception as e:
             reason = e.reason if isinstance(e, EngineError) else str(e) or type(e).__name__
-            if not isinstance(e, (EngineError, JobFailed)):
+            if self.leases.stopping.is_set():  # its tools were killed: that is why
+                reason = STOPPED
+            elif not isinstance(e, (EngineError, JobFailed)):
                 log.exception("job %s failed unexpectedly", job_id)
             self.fail(job_id, prefix, reason)
 
