@@ -14,7 +14,6 @@ from typing import BinaryIO, cast
 import pymysql
 import pytest
 
-from rdsbackup.engines import mariadb_physical
 from rdsbackup.engines.base import (
     BackupKind,
     BackupMethod,
@@ -27,8 +26,9 @@ from rdsbackup.engines.base import (
     ToolFailed,
     UnsupportedPlan,
 )
-from rdsbackup.engines.mariadb_logical import DumpScanner, SectionFilter
-from rdsbackup.engines.mariadb_parallel import Table, deal
+from rdsbackup.engines.mariadb import physical as mariadb_physical
+from rdsbackup.engines.mariadb.logical import DumpScanner, SectionFilter
+from rdsbackup.engines.mariadb.parallel import Table, deal
 from rdsbackup.engines.tools import mysql_option_file
 from rdsbackup.instances.servers import LocalServer
 from rdsbackup.manifest import Manifest

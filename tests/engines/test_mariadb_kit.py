@@ -30,7 +30,7 @@ from rdsbackup.engines.base import (
     ServerAccess,
     StoredSet,
 )
-from rdsbackup.engines.mariadb import MariaDBEngine
+from rdsbackup.engines.mariadb.engine import MariaDBEngine
 from rdsbackup.engines.tools import mysql_option_file
 from rdsbackup.instances.sample_data import load_sample
 from rdsbackup.instances.servers import LocalServer

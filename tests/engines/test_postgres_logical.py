@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
-from rdsbackup.engines import postgres_logical
 from rdsbackup.engines.base import (
     BackupMethod,
     BackupPlan,
@@ -19,6 +18,7 @@ from rdsbackup.engines.base import (
     ServerUnavailable,
     ToolFailed,
 )
+from rdsbackup.engines.postgres import logical as postgres_logical
 from rdsbackup.instances.servers import LocalServer
 from rdsbackup.storage.local import LocalStorage
 from rdsbackup.storage.streams import ChecksumMismatch, SetWriter

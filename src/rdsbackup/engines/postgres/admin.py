@@ -11,7 +11,7 @@ from psycopg import sql
 
 from rdsbackup.engines.admin import DatabaseAdmin, Fingerprint
 from rdsbackup.engines.base import EngineError, ServerAccess
-from rdsbackup.engines.postgres_common import (
+from rdsbackup.engines.postgres.common import (
     database_fingerprint,
     pg_binary,
     session,

@@ -66,9 +66,9 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from rdsbackup.engines.base import EngineError, ObjectSink, ObjectSource, ServerAccess, ToolFailed
-from rdsbackup.engines.mariadb_logical import DumpScanner, dump_binary, load_object
-from rdsbackup.engines.mariadb_physical import check_tool
-from rdsbackup.engines.mariadb_sql import SYSTEM_SCHEMAS, SnapshotSession, StageLock
+from rdsbackup.engines.mariadb.logical import DumpScanner, dump_binary, load_object
+from rdsbackup.engines.mariadb.physical import check_tool
+from rdsbackup.engines.mariadb.sql import SYSTEM_SCHEMAS, SnapshotSession, StageLock
 from rdsbackup.engines.tools import ToolProcess, last_error_line, private_file, tool_version
 
 DATA_PREFIX = "data-"
