@@ -12,8 +12,9 @@ Tools driven (found through ``pg_config --bindir`` or ``/usr/lib/postgresql/*/bi
 * ``pg_restore`` and ``psql`` - Logical restores
   (:mod:`rdsbackup.engines.postgres.logical`).
 
-Passwords reach the tools as ``PGPASSWORD`` only, never on a command line. Database
-names reach them as ``PGDATABASE`` or a quoted ``dbname='...'`` connection string.
+Passwords reach the tools in a 0600 password file (``PGPASSFILE``), never on a command
+line nor in their environment. Database names reach them as ``PGDATABASE`` or a quoted
+``dbname='...'`` connection string.
 
 Databases: ``probe`` lists the user databases the way RDS does, that is every
 connectable non-template database except ``postgres``. A Logical instance backup
