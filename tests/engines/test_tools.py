@@ -4,8 +4,8 @@ service, the stderr watcher, and the PostgreSQL password it hands over in a file
 from __future__ import annotations
 
 import os
-import subprocess
 import stat
+import subprocess
 import time
 from pathlib import Path
 
