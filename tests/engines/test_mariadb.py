@@ -390,6 +390,21 @@ def test_logical_db_backup_holds_only_its_databases(
     assert fingerprint("MariaDB", target.access()) == fingerprint("MariaDB", source, ["shop"])
 
 
+def test_logical_backup_of_an_instance_without_user_databases_restores(
+    tmp_path: Path, server_factory: ServerFactory
+) -> None:
+    empty = server_factory("MariaDB", initialize=True)
+    empty.start()
+    plan = BackupPlan(BackupMethod.LOGICAL, fingerprint=True)
+    backup = take(tmp_path, empty.access(), plan)
+    assert backup.done.databases == []
+    assert backup.done.fingerprints == {}
+    assert {"binlog_file", "binlog_pos"} <= set(backup.done.consistent_position)
+    assert backup.names() == {"objects.sql.zst"}
+    target = restore_logical(backup, server_factory)
+    assert user_databases(target.access()) == set()
+
+
 def test_logical_restore_of_chosen_databases(
     tmp_path: Path, mariadb: LocalServer, server_factory: ServerFactory
 ) -> None:

@@ -72,6 +72,23 @@ def test_logical_instance_backup_restores_every_table(
     assert user_databases(target.access()) == set(SAMPLE)
 
 
+def test_logical_backup_of_an_instance_without_user_databases_restores_its_globals(
+    tmp_path: Path, server_factory: ServerFactory
+) -> None:
+    empty = server_factory(PG, initialize=True)
+    empty.start()
+    with connect(empty.access()) as conn:
+        conn.execute("CREATE ROLE app_reader LOGIN")
+    backup = take(tmp_path, empty.access(), LOGICAL)
+    assert backup.result is not None and backup.result.databases == ["postgres"]
+    assert backup.names() == {"globals.sql.zst", "db/postgres.dump.zst"}
+    target = restore_logical(backup, server_factory)
+    assert user_databases(target.access()) == set()
+    assert query(
+        target.access(), "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'app_reader'"
+    ) == [(True,)]
+
+
 def test_logical_db_backup_holds_only_its_databases(
     tmp_path: Path, postgres: LocalServer, server_factory: ServerFactory
 ) -> None:
