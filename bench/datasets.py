@@ -245,7 +245,7 @@ def pg_sql(server: LocalServer, statement: str, database: str = "postgres") -> l
 
 
 def pg_tool(name: str) -> str:
-    from rdsbackup.engines.postgres_common import pg_binary
+    from rdsbackup.engines.postgres.common import pg_binary
 
     return pg_binary(name)
 

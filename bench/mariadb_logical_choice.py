@@ -53,7 +53,7 @@ from typing import Any
 import pymysql
 
 from rdsbackup.engines.base import BackupMethod, BackupPlan, BackupStrategy, ServerAccess
-from rdsbackup.engines.mariadb import MariaDBEngine
+from rdsbackup.engines.mariadb.engine import MariaDBEngine
 from rdsbackup.engines.tools import ToolProcess, mysql_option_file
 from rdsbackup.instances.servers import LocalServer, free_port, local_server
 from rdsbackup.instances.servers_mariadb import MariaDBServer

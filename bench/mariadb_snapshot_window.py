@@ -29,9 +29,9 @@ from pathlib import Path
 
 from mariadb_logical_choice import ADMIN, DB, PASSWORD, bench_server
 
-from rdsbackup.engines import mariadb_snapshot
 from rdsbackup.engines.base import BackupMethod, BackupPlan
-from rdsbackup.engines.mariadb import MariaDBEngine
+from rdsbackup.engines.mariadb import snapshot as mariadb_snapshot
+from rdsbackup.engines.mariadb.engine import MariaDBEngine
 from rdsbackup.instances.servers import free_port, local_server
 from rdsbackup.instances.servers_mariadb import MariaDBServer
 from rdsbackup.manifest import Manifest

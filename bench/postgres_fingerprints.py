@@ -24,7 +24,7 @@ from pathlib import Path
 from postgres_snapshot_window import load, make_server
 
 from rdsbackup.engines.base import BackupMethod, BackupPlan
-from rdsbackup.engines.postgres import PostgresEngine
+from rdsbackup.engines.postgres.engine import PostgresEngine
 from rdsbackup.instances.servers import LocalServer
 from rdsbackup.storage.local import LocalStorage
 from rdsbackup.storage.streams import SetWriter

@@ -30,8 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rdsbackup.engines.base import BackupMethod, BackupPlan, BackupStrategy, ServerAccess
-from rdsbackup.engines.postgres import PostgresEngine
-from rdsbackup.engines.postgres_common import pg_binary, tool_env
+from rdsbackup.engines.postgres.common import pg_binary, tool_env
+from rdsbackup.engines.postgres.engine import PostgresEngine
 from rdsbackup.engines.tools import ToolProcess
 from rdsbackup.instances.servers import LocalServer, free_port, local_server
 from rdsbackup.storage.local import LocalStorage

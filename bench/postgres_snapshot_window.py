@@ -25,9 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from rdsbackup.engines.postgres import PostgresEngine
-from rdsbackup.engines.postgres_common import pg_binary, session, tool_env
-from rdsbackup.engines.postgres_snapshot import snapshot_backup
+from rdsbackup.engines.postgres.common import pg_binary, session, tool_env
+from rdsbackup.engines.postgres.engine import PostgresEngine
+from rdsbackup.engines.postgres.snapshot import snapshot_backup
 from rdsbackup.engines.tools import ToolProcess
 from rdsbackup.instances.servers import LocalServer, free_port, local_server
 from rdsbackup.manifest import Manifest

@@ -77,7 +77,7 @@ def _client_options(server: LocalServer) -> Path:
 
 
 def _mariadb_client(options: Path) -> Stage:
-    """The client as the service runs it (engines/mariadb_logical.py ``load_object``)."""
+    """The client as the service runs it (engines/mariadb/logical.py ``load_object``)."""
     return Stage(
         ["mariadb", f"--defaults-extra-file={options}", "--binary-mode", "--max-allowed-packet=1G"]
     )

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from rich.console import Console
 
 from rdsbackup.app import Core
+from rdsbackup.engines.families import FAMILIES
 from rdsbackup.instances.sample_data import load_sample
 
 DEMO_ACCOUNT = "demo"
-ENGINES = ("MariaDB", "PostgreSQL")
+ENGINES = tuple(f.name for f in FAMILIES)
 
 
 @dataclass(frozen=True)

@@ -484,3 +484,26 @@ def test_clone_parameter_errors(rds: Rds) -> None:
     assert clone(PayType="Monthly", BackupId="1")["Code"] == "InvalidParameter"
     missing = clone(PayType="Postpaid", BackupId="987654")
     assert (missing["status"], missing["Code"]) == (404, "InvalidBackupSetID.NotFound")
+
+
+@pytest.mark.parametrize("engine", ["MariaDB", "PostgreSQL"])
+def test_clone_of_a_logical_set_of_an_instance_without_user_databases(
+    rds: Rds, server_factory: Callable[..., LocalServer], engine: str
+) -> None:
+    from alibabacloud_rds20140815 import models
+
+    server = server_factory(engine)
+    server.start()
+    instance_id = rds.service.register(server, "acct1")
+    job_id = call(rds, "CreateBackup", DBInstanceId=instance_id, BackupMethod="Logical")
+    job = wait_job(rds.endpoint, rds.key, instance_id, job_id["BackupJobId"])
+    assert job["BackupStatus"] == "Finished", job
+    resp = tea_client(rds.endpoint, rds.key).clone_dbinstance(
+        models.CloneDBInstanceRequest(
+            dbinstance_id=instance_id, backup_id=job["BackupId"], pay_type="Postpaid"
+        )
+    )
+    item, _ = wait_instance(rds, resp.body.dbinstance_id)
+    assert item["DBInstanceStatus"] == "Running", item
+    databases = call(rds, "DescribeDatabases", DBInstanceId=resp.body.dbinstance_id)
+    assert databases["Databases"]["Database"] == []

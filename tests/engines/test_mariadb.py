@@ -14,7 +14,6 @@ from typing import BinaryIO, cast
 import pymysql
 import pytest
 
-from rdsbackup.engines import mariadb_physical
 from rdsbackup.engines.base import (
     BackupKind,
     BackupMethod,
@@ -27,8 +26,9 @@ from rdsbackup.engines.base import (
     ToolFailed,
     UnsupportedPlan,
 )
-from rdsbackup.engines.mariadb_logical import DumpScanner, SectionFilter
-from rdsbackup.engines.mariadb_parallel import Table, deal
+from rdsbackup.engines.mariadb import physical as mariadb_physical
+from rdsbackup.engines.mariadb.logical import DumpScanner, SectionFilter
+from rdsbackup.engines.mariadb.parallel import Table, deal
 from rdsbackup.engines.tools import mysql_option_file
 from rdsbackup.instances.servers import LocalServer
 from rdsbackup.manifest import Manifest
@@ -388,6 +388,21 @@ def test_logical_db_backup_holds_only_its_databases(
     target = restore_logical(backup, server_factory)
     assert user_databases(target.access()) == {"shop"}
     assert fingerprint("MariaDB", target.access()) == fingerprint("MariaDB", source, ["shop"])
+
+
+def test_logical_backup_of_an_instance_without_user_databases_restores(
+    tmp_path: Path, server_factory: ServerFactory
+) -> None:
+    empty = server_factory("MariaDB", initialize=True)
+    empty.start()
+    plan = BackupPlan(BackupMethod.LOGICAL, fingerprint=True)
+    backup = take(tmp_path, empty.access(), plan)
+    assert backup.done.databases == []
+    assert backup.done.fingerprints == {}
+    assert {"binlog_file", "binlog_pos"} <= set(backup.done.consistent_position)
+    assert backup.names() == {"objects.sql.zst"}
+    target = restore_logical(backup, server_factory)
+    assert user_databases(target.access()) == set()
 
 
 def test_logical_restore_of_chosen_databases(

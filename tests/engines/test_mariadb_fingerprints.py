@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from rdsbackup.engines.admin import admin_for
 from rdsbackup.engines.base import BackupMethod, BackupPlan, BackupStrategy
-from rdsbackup.engines.mariadb_physical import proven_fingerprints
-from rdsbackup.engines.mariadb_sql import SnapshotSession
+from rdsbackup.engines.mariadb.physical import proven_fingerprints
+from rdsbackup.engines.mariadb.sql import SnapshotSession
 from rdsbackup.instances.servers import LocalServer
 
 INSTANCE = BackupPlan(method=BackupMethod.PHYSICAL)

@@ -30,7 +30,7 @@ from rdsbackup.engines.base import (
     ServerAccess,
     StoredSet,
 )
-from rdsbackup.engines.mariadb import MariaDBEngine
+from rdsbackup.engines.mariadb.engine import MariaDBEngine
 from rdsbackup.engines.tools import mysql_option_file
 from rdsbackup.instances.sample_data import load_sample
 from rdsbackup.instances.servers import LocalServer
@@ -213,6 +213,21 @@ def order_load(access: ServerAccess, database: str, stop: threading.Event) -> in
     return commits
 
 
+def _wait_for_tables(access: ServerAccess, databases: tuple[str, ...], table: str) -> None:
+    """Until the load's table exists everywhere: created once the backup has begun, it
+    makes the dump fail with "Table definition has changed" (seen on a loaded machine)."""
+    deadline = time.monotonic() + 30
+    wanted = len(databases)
+    marks = ", ".join(["%s"] * wanted)
+    sql = (
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = %s"
+        f" AND table_schema IN ({marks})"
+    )
+    while query(access, sql, (table, *databases))[0][0] < wanted:
+        assert time.monotonic() < deadline, f"{table} not created within 30 s"
+        time.sleep(0.02)
+
+
 @contextmanager
 def writing(access: ServerAccess, databases: tuple[str, ...] = SAMPLE) -> Iterator[None]:
     """``write_load`` and ``order_load`` on each of ``databases`` while the block runs
@@ -235,6 +250,7 @@ def writing(access: ServerAccess, databases: tuple[str, ...] = SAMPLE) -> Iterat
     ]
     for t in threads:
         t.start()
+    _wait_for_tables(access, databases, "load_writes")
     time.sleep(0.3)
     try:
         yield

@@ -20,10 +20,10 @@ from typing import Any, BinaryIO, cast
 import pymysql
 import pytest
 
-from rdsbackup.engines import mariadb_snapshot
 from rdsbackup.engines.admin import admin_for
 from rdsbackup.engines.base import EngineError, ServerAccess
-from rdsbackup.engines.mariadb_image import (
+from rdsbackup.engines.mariadb import snapshot as mariadb_snapshot
+from rdsbackup.engines.mariadb.image import (
     CTIME_MARGIN_NS,
     DIGEST_BLOCK,
     DirectoryImage,

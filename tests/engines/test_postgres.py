@@ -27,7 +27,6 @@ import google_crc32c
 import psycopg
 import pytest
 
-from rdsbackup.engines import postgres_physical, postgres_restore_point
 from rdsbackup.engines.admin import admin_for
 from rdsbackup.engines.base import (
     BackupKind,
@@ -42,7 +41,9 @@ from rdsbackup.engines.base import (
     ToolFailed,
     UnsupportedPlan,
 )
-from rdsbackup.engines.postgres import PostgresEngine
+from rdsbackup.engines.postgres import physical as postgres_physical
+from rdsbackup.engines.postgres import restore_point as postgres_restore_point
+from rdsbackup.engines.postgres.engine import PostgresEngine
 from rdsbackup.instances.sample_data import load_sample
 from rdsbackup.instances.servers import LocalServer
 from rdsbackup.manifest import Manifest

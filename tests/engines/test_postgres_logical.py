@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
-from rdsbackup.engines import postgres_logical
 from rdsbackup.engines.base import (
     BackupMethod,
     BackupPlan,
@@ -19,6 +18,7 @@ from rdsbackup.engines.base import (
     ServerUnavailable,
     ToolFailed,
 )
+from rdsbackup.engines.postgres import logical as postgres_logical
 from rdsbackup.instances.servers import LocalServer
 from rdsbackup.storage.local import LocalStorage
 from rdsbackup.storage.streams import ChecksumMismatch, SetWriter
@@ -70,6 +70,23 @@ def test_logical_instance_backup_restores_every_table(
     target = restore_logical(backup, server_factory)
     assert fingerprint(PG, target.access()) == before
     assert user_databases(target.access()) == set(SAMPLE)
+
+
+def test_logical_backup_of_an_instance_without_user_databases_restores_its_globals(
+    tmp_path: Path, server_factory: ServerFactory
+) -> None:
+    empty = server_factory(PG, initialize=True)
+    empty.start()
+    with connect(empty.access()) as conn:
+        conn.execute("CREATE ROLE app_reader LOGIN")
+    backup = take(tmp_path, empty.access(), LOGICAL)
+    assert backup.result is not None and backup.result.databases == ["postgres"]
+    assert backup.names() == {"globals.sql.zst", "db/postgres.dump.zst"}
+    target = restore_logical(backup, server_factory)
+    assert user_databases(target.access()) == set()
+    assert query(
+        target.access(), "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'app_reader'"
+    ) == [(True,)]
 
 
 def test_logical_db_backup_holds_only_its_databases(

@@ -20,7 +20,6 @@ from typing import BinaryIO
 
 import pytest
 
-from rdsbackup.engines import postgres_datadir
 from rdsbackup.engines.base import (
     BackupMethod,
     BackupPlan,
@@ -29,7 +28,8 @@ from rdsbackup.engines.base import (
     ToolFailed,
     UnsupportedPlan,
 )
-from rdsbackup.engines.postgres_datadir import Copied, tar_chunks, wal_segments, walk
+from rdsbackup.engines.postgres import datadir as postgres_datadir
+from rdsbackup.engines.postgres.datadir import Copied, tar_chunks, wal_segments, walk
 from rdsbackup.instances.sample_data import load_sample
 from rdsbackup.instances.servers import LocalServer
 from rdsbackup.manifest import Manifest, StoredObject

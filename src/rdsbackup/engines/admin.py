@@ -35,12 +35,10 @@ class DatabaseAdmin(ABC):
         """The engine's own consistency checks; returns the problems found (empty: OK)."""
 
 
-def admin_for(family: str) -> DatabaseAdmin:
-    from rdsbackup.engines.admin_mariadb import MariaDBAdmin
-    from rdsbackup.engines.admin_postgres import PostgresAdmin
+def admin_for(engine: str) -> DatabaseAdmin:
+    from rdsbackup.engines.families import family_of
 
-    if family in ("MariaDB", "MySQL"):
-        return MariaDBAdmin()
-    if family == "PostgreSQL":
-        return PostgresAdmin()
-    raise KeyError(f"no database admin for {family!r}")
+    try:
+        return family_of(engine).admin()
+    except KeyError:
+        raise KeyError(f"no database admin for {engine!r}") from None

@@ -1,10 +1,9 @@
-"""Engine families by the ``Engine`` names the API uses."""
+"""The engine drivers the service runs, by family (:mod:`rdsbackup.engines.families`)."""
 
 from __future__ import annotations
 
 from rdsbackup.engines.base import Engine
-
-FAMILIES = {"MariaDB": "MariaDB", "MySQL": "MariaDB", "PostgreSQL": "PostgreSQL"}
+from rdsbackup.engines.families import FAMILIES, family_of
 
 
 class EngineRegistry:
@@ -13,13 +12,10 @@ class EngineRegistry:
 
     def for_engine(self, engine: str) -> Engine:
         try:
-            return self._engines[FAMILIES[engine]]
+            return self._engines[family_of(engine).name]
         except KeyError:
             raise KeyError(f"no engine driver for {engine!r}") from None
 
 
 def default_registry() -> EngineRegistry:
-    from rdsbackup.engines.mariadb import MariaDBEngine
-    from rdsbackup.engines.postgres import PostgresEngine
-
-    return EngineRegistry({"MariaDB": MariaDBEngine(), "PostgreSQL": PostgresEngine()})
+    return EngineRegistry({f.name: f.driver() for f in FAMILIES})

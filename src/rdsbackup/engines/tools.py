@@ -1,6 +1,7 @@
 """Running the engines' command-line tools: argument lists only (never a shell),
 stderr kept for the error reason, process groups killed on failure, secrets passed
-in files or the environment (never on the command line)."""
+in 0600 files (never on the command line, nor in the environment, which
+``/proc/<pid>/environ`` shows)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -98,25 +100,37 @@ class ToolProcess:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "MYSQL"))}
         full_env.update(env or {})
         full_env.setdefault("LC_ALL", "C.UTF-8")
-        self.proc = subprocess.Popen(
-            self.args,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=subprocess.PIPE,
-            env=full_env,
-            cwd=cwd,
-            # Its own process group (killed as one), but the service's session: with
-            # sched_autogroup each session is a scheduling group, and a tool in a group
-            # of its own competed with the service threads feeding it (PostgreSQL
-            # logical backup of pgbench scale 70: 2.7-2.9 s against 2.95-3.15 s).
-            process_group=0,
-            **user_kwargs(os_user),
-        )
+        self._passfile: PgPassfile | None = None
+        if "PGPASSWORD" in full_env:
+            self._passfile = PgPassfile(full_env.pop("PGPASSWORD"), owner=os_user)
+            full_env["PGPASSFILE"] = str(self._passfile.path)
+        try:
+            self.proc = subprocess.Popen(
+                self.args,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=subprocess.PIPE,
+                env=full_env,
+                cwd=cwd,
+                # Its own process group (killed as one), but the service's session: with
+                # sched_autogroup each session is a scheduling group, and a tool in a group
+                # of its own competed with the service threads feeding it (PostgreSQL
+                # logical backup of pgbench scale 70: 2.7-2.9 s against 2.95-3.15 s).
+                process_group=0,
+                **user_kwargs(os_user),
+            )
+        except BaseException:
+            self._remove_passfile()
+            raise
         if stdout == subprocess.PIPE and self.proc.stdout is not None:
             widen_pipe(self.proc.stdout.fileno())
         self.lines: collections.deque[str] = collections.deque(maxlen=keep_lines)
         self._reader = threading.Thread(target=self._drain, name=f"{self.name}-stderr", daemon=True)
         self._reader.start()
+
+    def _remove_passfile(self) -> None:
+        if self._passfile is not None:
+            self._passfile.remove()
 
     def _drain(self) -> None:
         assert self.proc.stderr is not None
@@ -141,6 +155,7 @@ class ToolProcess:
 
     def wait(self, timeout: float | None = None) -> int:
         code = self.proc.wait(timeout)
+        self._remove_passfile()
         self._reader.join(timeout=10)
         return code
 
@@ -149,6 +164,7 @@ class ToolProcess:
             with suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
+        self._remove_passfile()
         self._reader.join(timeout=10)
 
     def check(self, timeout: float | None = None, *, success_marker: str | None = None) -> None:
@@ -167,6 +183,8 @@ class ToolProcess:
     def __exit__(self, *exc: object) -> None:
         if exc[0] is not None:
             self.kill()
+        elif self.proc.poll() is not None:
+            self._remove_passfile()
         for f in (self.proc.stdin, self.proc.stdout):
             if f is not None:
                 with suppress(OSError):
@@ -213,6 +231,47 @@ def private_file(content: str, *, owner: str | None = None, suffix: str = "") ->
         path.unlink(missing_ok=True)
 
 
+class PgPassfile:
+    """A libpq password file (``PGPASSFILE``) matching any server, 0600 in a 0700
+    folder of its own, for one tool run; :meth:`remove` deletes both (idempotent, and
+    done at garbage collection at the latest). ``owner`` gets both when the service
+    is root and the tool runs as that OS user."""
+
+    def __init__(self, password: str, *, owner: str | None = None) -> None:
+        if "\n" in password or "\r" in password:
+            raise ToolFailed("a PostgreSQL password holding a line break cannot be used")
+        self.folder = Path(tempfile.mkdtemp(prefix="rdsbackup-pgpass-"))
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self.folder, ignore_errors=True)
+        self.path = self.folder / "pgpass"
+        escaped = password.replace("\\", "\\\\").replace(":", "\\:")
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"*:*:*:*:{escaped}\n")
+        chown_for(self.folder, owner)
+        chown_for(self.path, owner)
+
+    def remove(self) -> None:
+        self._finalizer()
+
+
+@contextmanager
+def pg_passfile_env(
+    env: Mapping[str, str], *, owner: str | None = None
+) -> Iterator[dict[str, str]]:
+    """``env`` with its ``PGPASSWORD`` moved into a :class:`PgPassfile`, for a tool
+    started by other means than :class:`ToolProcess` (which does this itself)."""
+    out = dict(env)
+    password = out.pop("PGPASSWORD", None)
+    if password is None:
+        yield out
+        return
+    passfile = PgPassfile(password, owner=owner)
+    try:
+        yield out | {"PGPASSFILE": str(passfile.path)}
+    finally:
+        passfile.remove()
+
+
 @contextmanager
 def mysql_option_file(
     host: str, port: int, user: str, password: str, *, owner: str | None = None
@@ -234,7 +293,8 @@ def mysql_option_file(
 def pg_env(
     host: str, port: int, user: str, password: str, dbname: str = "postgres"
 ) -> dict[str, str]:
-    """libpq environment for the PostgreSQL tools; the password never reaches argv."""
+    """libpq environment for the PostgreSQL tools. The password never reaches argv, and
+    :class:`ToolProcess` moves it from ``PGPASSWORD`` into a :class:`PgPassfile`."""
     return {
         "PGHOST": host,
         "PGPORT": str(port),

@@ -15,6 +15,7 @@ from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import Database, Instance
 from rdsbackup.catalog.secrets import SecretBox
 from rdsbackup.engines.base import EngineError, ServerAccess, ServerInfo
+from rdsbackup.engines.families import API_ENGINES, family_of
 from rdsbackup.engines.registry import EngineRegistry
 from rdsbackup.instances.access import server_access
 from rdsbackup.states import DatabaseStatus, InstanceStatus
@@ -22,7 +23,6 @@ from rdsbackup.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
-ID_PREFIX = {"MariaDB": "rm-", "MySQL": "rm-", "PostgreSQL": "pgm-"}
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Registration:
 
 def new_instance_id(engine: str) -> str:
     alphabet = string.ascii_lowercase + string.digits
-    return ID_PREFIX[engine] + "".join(secrets.choice(alphabet) for _ in range(13))
+    return family_of(engine).id_prefix + "".join(secrets.choice(alphabet) for _ in range(13))
 
 
 class Inventory:
@@ -56,8 +56,8 @@ class Inventory:
         self.engines = engines
 
     def register(self, reg: Registration, *, status: str = InstanceStatus.CREATING) -> str:
-        if reg.engine not in ID_PREFIX:
-            raise ValueError(f"unsupported engine {reg.engine!r}: MariaDB, MySQL or PostgreSQL")
+        if reg.engine not in API_ENGINES:
+            raise ValueError(f"unsupported engine {reg.engine!r}: one of {', '.join(API_ENGINES)}")
         instance_id = reg.instance_id or new_instance_id(reg.engine)
         with self.catalog.write() as s:
             s.add(

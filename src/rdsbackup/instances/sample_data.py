@@ -22,6 +22,7 @@ import pymysql
 from psycopg import sql
 
 from rdsbackup.engines.base import ServerAccess
+from rdsbackup.engines.families import MARIADB, POSTGRES, family_of
 
 Row = tuple[Any, ...]
 
@@ -249,12 +250,13 @@ def load_sample(
     databases: tuple[str, ...] = ("shop", "analytics"),
 ) -> None:
     """Create each database that does not exist yet and fill it; existing ones are left alone."""
-    if engine.lower() in ("mariadb", "mysql"):
+    family = family_of(engine)
+    if family is MARIADB:
         _load_mariadb(access, rows, databases)
-    elif engine.lower() in ("postgresql", "postgres"):
+    elif family is POSTGRES:
         _load_postgres(access, rows, databases)
     else:
-        raise ValueError(f"unknown engine {engine!r}")
+        raise ValueError(f"no sample data for {engine!r}")
 
 
 def _mysql_connect(access: ServerAccess, database: str | None = None) -> pymysql.Connection:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from rdsbackup.engines.base import EngineError, ServerAccess
+from rdsbackup.engines.families import MARIADB, POSTGRES, Family, family_of
 from rdsbackup.engines.tools import user_kwargs
 from rdsbackup.instances.ports import free_port, port_is_free
 from rdsbackup.instances.servers_os import (
@@ -337,14 +338,9 @@ def local_server(
     from rdsbackup.instances.servers_mariadb import MariaDBServer
     from rdsbackup.instances.servers_postgres import PostgresServer
 
-    kinds: dict[str, type[LocalServer]] = {
-        "mariadb": MariaDBServer,
-        "mysql": MariaDBServer,
-        "postgresql": PostgresServer,
-        "postgres": PostgresServer,
-    }
+    kinds: dict[Family, type[LocalServer]] = {MARIADB: MariaDBServer, POSTGRES: PostgresServer}
     try:
-        kind = kinds[engine.lower()]
+        kind = kinds[family_of(engine)]
     except KeyError:
         raise LocalServerError(f"unknown engine {engine!r}") from None
     return kind(base_dir, port, admin_user, admin_password, os_user)

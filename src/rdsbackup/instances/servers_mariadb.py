@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pymysql
 
+from rdsbackup.engines.families import MARIADB
 from rdsbackup.engines.tools import find_binary, last_error_line, user_kwargs
 from rdsbackup.instances.servers import HOST, LocalServer, LocalServerError
 from rdsbackup.instances.servers_os import server_env
@@ -31,7 +32,7 @@ def sql_string(value: str) -> str:
 
 
 class MariaDBServer(LocalServer):
-    engine = "MariaDB"
+    engine = MARIADB.name
     default_os_user = "mysql"
 
     @property

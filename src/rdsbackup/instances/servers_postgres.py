@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 
+from rdsbackup.engines.families import POSTGRES
 from rdsbackup.engines.tools import last_error_line, private_file, user_kwargs
 from rdsbackup.instances.servers import HOST, LocalServer, LocalServerError
 from rdsbackup.instances.servers_os import server_env
@@ -81,7 +82,7 @@ def _binary_version(binary: str) -> str:
 
 
 class PostgresServer(LocalServer):
-    engine = "PostgreSQL"
+    engine = POSTGRES.name
     default_os_user = "postgres"
     stop_signal = signal.SIGINT  # fast shutdown; SIGTERM would wait for clients to leave
 

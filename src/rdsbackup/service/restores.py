@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import BackupSet, Instance, RestoreTask, join_names, split_names
+from rdsbackup.engines.families import family_of, same_family
 from rdsbackup.instances.inventory import Inventory
 from rdsbackup.service import errors
 from rdsbackup.service.auth import Principal
@@ -148,10 +149,7 @@ class RestoreService:
         source = self.instances.get(who, source_instance_id)
         backup = self._usable_set(who, source.id, backup_id)
         target = self.instances.get(who, target_instance_id or source.id)
-        if target.engine != source.engine and {target.engine, source.engine} != {
-            "MariaDB",
-            "MySQL",
-        }:
+        if not same_family(target.engine, source.engine):
             raise errors.InvalidValue("TargetDBInstanceId", "the target runs another engine")
         if target.status != InstanceStatus.RUNNING:
             raise errors.IncorrectInstanceState(target.status_reason)
@@ -236,13 +234,10 @@ class RestoreService:
         return task.id
 
 
-NAME_LIMITS = {"PostgreSQL": 63, "MariaDB": 64, "MySQL": 64}
-"""PostgreSQL counts bytes (and silently truncates longer names); MariaDB characters."""
-
-
 def _check_database_name(engine: str, name: str) -> None:
-    size = len(name.encode()) if engine == "PostgreSQL" else len(name)
-    if "\0" in name or size > NAME_LIMITS.get(engine, 63):
+    family = family_of(engine)
+    size = len(name.encode()) if family.name_length_in_bytes else len(name)
+    if "\0" in name or size > family.max_name_length:
         raise errors.InvalidValue(
-            "TargetDBName", f"at most {NAME_LIMITS.get(engine, 63)} characters, no NUL"
+            "TargetDBName", f"at most {family.max_name_length} characters, no NUL"
         )

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from rdsbackup.api.params import Params
 from rdsbackup.api.protocol import Call
+from rdsbackup.engines.families import API_ENGINES, family_of
 from rdsbackup.service.instances import InstanceFilter
 from rdsbackup.service.releases import KEEP_POLICIES
 from rdsbackup.service.views import DatabaseView, InstanceView
@@ -14,15 +15,13 @@ from rdsbackup.timeutil import to_wire
 if TYPE_CHECKING:
     from rdsbackup.api.actions import Handler, Services
 
-ENGINES = ("MariaDB", "MySQL", "PostgreSQL")
-
 
 def describe_db_instances(call: Call, svc: Services) -> dict[str, Any]:
     p = Params(call.params)
     p.required("RegionId")
     filters = InstanceFilter(
         instance_ids=tuple(p.csv("DBInstanceId", max_items=30)),
-        engine=p.choice("Engine", ENGINES),
+        engine=p.choice("Engine", API_ENGINES),
         status=p.optional("DBInstanceStatus"),
         resource_group_id=p.optional("ResourceGroupId"),
     )
@@ -126,7 +125,7 @@ def _database(i: InstanceView, d: DatabaseView) -> dict[str, Any]:
         "DBInstanceId": i.id,
         "Accounts": {"AccountPrivilegeInfo": []},
     }
-    if i.engine == "PostgreSQL":
+    if family_of(i.engine).reports_collation:
         body["Collate"] = d.collation
     return body
 

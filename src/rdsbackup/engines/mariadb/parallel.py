@@ -51,11 +51,14 @@ their sections. Sets written before ``schema.sql`` existed carry each table's CR
 its data object and load the same way.
 
 The ``mysql`` schema (accounts, grants) is never dumped, as before: restoring it as
-tables would replace the target's own accounts.
+tables would replace the target's own accounts. An instance with no user database
+therefore gives a set of one ``objects.sql`` that says so: it restores as a no-op,
+and its binlog position still marks the consistent point.
 """
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -66,13 +69,14 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from rdsbackup.engines.base import EngineError, ObjectSink, ObjectSource, ServerAccess, ToolFailed
-from rdsbackup.engines.mariadb_logical import DumpScanner, dump_binary, load_object
-from rdsbackup.engines.mariadb_physical import check_tool
-from rdsbackup.engines.mariadb_sql import SYSTEM_SCHEMAS, SnapshotSession, StageLock
+from rdsbackup.engines.mariadb.logical import DumpScanner, dump_binary, load_object
+from rdsbackup.engines.mariadb.physical import check_tool
+from rdsbackup.engines.mariadb.sql import SYSTEM_SCHEMAS, SnapshotSession, StageLock
 from rdsbackup.engines.tools import ToolProcess, last_error_line, private_file, tool_version
 
 DATA_PREFIX = "data-"
 SCHEMA = "schema.sql"
+NO_DATABASES = b"-- rdsbackup: no user database at the consistent point\n"
 OBJECTS = "objects.sql"
 NO_ROWS_ENGINES = frozenset({"mrg_myisam", "mrg_isam", "federated"})
 """Engines whose rows mariadb-dump never dumps (the rows live elsewhere)."""
@@ -237,8 +241,12 @@ def backup_parallel(
         position = lock.position()
         lock.end()
         assert lock.blocked_at is not None
-        options = stack.enter_context(_options(access, [t for t in tables if not t.view]))
-        _start_dump(crew, sink, OBJECTS, _dump_args(binary, options, OBJECTS_DUMP, names), set())
+        if names:
+            options = stack.enter_context(_options(access, [t for t in tables if not t.view]))
+            args = _dump_args(binary, options, OBJECTS_DUMP, names)
+            _start_dump(crew, sink, OBJECTS, args, set())
+        else:  # mariadb-dump refuses an empty --databases list
+            sink.put(OBJECTS, io.BytesIO(NO_DATABASES), inline=True)
         crew.join()
         fingerprints = (
             snapshot.fingerprints([t.key for t in tables if t.base_table]) if snapshot else None

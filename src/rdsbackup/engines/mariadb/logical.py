@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
 from rdsbackup.engines.base import EngineError, ObjectSource, ServerAccess
-from rdsbackup.engines.mariadb_physical import check_tool
+from rdsbackup.engines.mariadb.physical import check_tool
 from rdsbackup.engines.tools import CHUNK, ToolProcess, find_binary, mysql_option_file
 
 DUMP_OBJECT = "dump.sql"

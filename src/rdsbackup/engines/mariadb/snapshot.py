@@ -21,7 +21,7 @@ power cut leaves behind). So:
    written since its copy started, and InnoDB's LSN did not move since the redo log's
    last copy began (a redo log written through a memory map may not move ``ctime``; if
    the LSN moved, the redo log is read again).
-   :class:`~rdsbackup.engines.mariadb_image.DirectoryImage` proves that the stored
+   :class:`~rdsbackup.engines.mariadb.image.DirectoryImage` proves that the stored
    bytes are then exactly the directory at one instant;
 4. ``BACKUP STAGE END``.
 
@@ -79,9 +79,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, cast
 
 from rdsbackup.engines.base import EngineError, ObjectSink, ObjectSource, ServerAccess
-from rdsbackup.engines.mariadb_image import RANGE_DIR, DirectoryImage, IterStream
-from rdsbackup.engines.mariadb_physical import owner_of, require_empty
-from rdsbackup.engines.mariadb_sql import SnapshotSession, StageLock
+from rdsbackup.engines.mariadb.image import RANGE_DIR, DirectoryImage, IterStream
+from rdsbackup.engines.mariadb.physical import owner_of, require_empty
+from rdsbackup.engines.mariadb.sql import SnapshotSession, StageLock
 from rdsbackup.engines.reflink import CloneStage
 from rdsbackup.engines.tools import CHUNK
 

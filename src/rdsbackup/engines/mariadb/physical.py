@@ -59,7 +59,7 @@ from rdsbackup.engines.base import (
     ServerAccess,
     ToolFailed,
 )
-from rdsbackup.engines.mariadb_sql import SnapshotSession
+from rdsbackup.engines.mariadb.sql import SnapshotSession
 from rdsbackup.engines.tools import (
     ToolProcess,
     chown_for,

@@ -3,17 +3,18 @@
 Tools driven (found through ``pg_config --bindir`` or ``/usr/lib/postgresql/*/bin``):
 
 * ``pg_basebackup`` - Physical backups of the whole instance
-  (:mod:`rdsbackup.engines.postgres_physical`);
+  (:mod:`rdsbackup.engines.postgres.physical`);
 * GNU ``tar`` and ``pg_controldata`` - Snapshot backups of a local instance: the data
   directory copied between ``pg_backup_start`` and ``pg_backup_stop``, with its WAL
-  (:mod:`rdsbackup.engines.postgres_snapshot`);
+  (:mod:`rdsbackup.engines.postgres.snapshot`);
 * ``pg_verifybackup`` (with ``pg_waldump``) - checks a restored Physical or Snapshot set;
 * ``pg_dump`` and ``pg_dumpall --globals-only`` - Logical backups;
 * ``pg_restore`` and ``psql`` - Logical restores
-  (:mod:`rdsbackup.engines.postgres_logical`).
+  (:mod:`rdsbackup.engines.postgres.logical`).
 
-Passwords reach the tools as ``PGPASSWORD`` only, never on a command line. Database
-names reach them as ``PGDATABASE`` or a quoted ``dbname='...'`` connection string.
+Passwords reach the tools in a 0600 password file (``PGPASSFILE``), never on a command
+line nor in their environment. Database names reach them as ``PGDATABASE`` or a quoted
+``dbname='...'`` connection string.
 
 Databases: ``probe`` lists the user databases the way RDS does, that is every
 connectable non-template database except ``postgres``. A Logical instance backup
@@ -47,18 +48,19 @@ from rdsbackup.engines.base import (
     StoredSet,
     UnsupportedPlan,
 )
-from rdsbackup.engines.postgres_common import Connection, rows, scalar, server_version, session
-from rdsbackup.engines.postgres_logical import (
+from rdsbackup.engines.families import POSTGRES
+from rdsbackup.engines.postgres.common import Connection, rows, scalar, server_version, session
+from rdsbackup.engines.postgres.logical import (
     DUMPABLE,
     expected_dump_bytes,
     logical_backup,
     logical_restore,
     user_databases,
 )
-from rdsbackup.engines.postgres_physical import base_backup, restore_base
-from rdsbackup.engines.postgres_restore_point import Fingerprinting
-from rdsbackup.engines.postgres_snapshot import check_snapshot, snapshot_backup
-from rdsbackup.engines.postgres_snapshot import expected_bytes as snapshot_bytes
+from rdsbackup.engines.postgres.physical import base_backup, restore_base
+from rdsbackup.engines.postgres.restore_point import Fingerprinting
+from rdsbackup.engines.postgres.snapshot import check_snapshot, snapshot_backup
+from rdsbackup.engines.postgres.snapshot import expected_bytes as snapshot_bytes
 from rdsbackup.manifest import Manifest
 
 _DATABASES = """
@@ -101,7 +103,7 @@ class PostgresEngine(Engine):
     keeps the one dump it is loading (default: the system temporary folder).
     """
 
-    family = "PostgreSQL"
+    family = POSTGRES.name
 
     def __init__(self, *, restore_jobs: int = 2, spool_dir: Path | None = None) -> None:
         self.restore_jobs = restore_jobs
@@ -228,7 +230,7 @@ def _physical(
     access: ServerAccess, sink: ObjectSink, on_phase: ProgressCallback, fingerprint: bool
 ) -> BackupResult:
     """``fingerprint``: the set's WAL goes on to a restore point whose tables are
-    fingerprinted (:class:`~rdsbackup.engines.postgres_restore_point.Fingerprinting`)."""
+    fingerprinted (:class:`~rdsbackup.engines.postgres.restore_point.Fingerprinting`)."""
     with session(access) as conn:
         version = server_version(conn)
         databases = user_databases(conn)

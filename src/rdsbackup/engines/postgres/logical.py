@@ -56,7 +56,7 @@ from rdsbackup.engines.base import (
     ObjectSource,
     ServerAccess,
 )
-from rdsbackup.engines.postgres_common import (
+from rdsbackup.engines.postgres.common import (
     CURRENT_LSN,
     Connection,
     database_fingerprint,

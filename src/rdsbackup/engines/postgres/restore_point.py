@@ -36,15 +36,15 @@ import psycopg
 from psycopg import sql
 
 from rdsbackup.engines.base import BackupResult, EngineError, ServerAccess
-from rdsbackup.engines.postgres_common import (
+from rdsbackup.engines.postgres.common import (
     Connection,
     database_fingerprint,
     one_line,
     scalar,
     session,
 )
-from rdsbackup.engines.postgres_datadir import parse_lsn, wal_segments
-from rdsbackup.engines.postgres_logical import user_databases
+from rdsbackup.engines.postgres.datadir import parse_lsn, wal_segments
+from rdsbackup.engines.postgres.logical import user_databases
 from rdsbackup.engines.tools import CHUNK
 
 log = logging.getLogger(__name__)

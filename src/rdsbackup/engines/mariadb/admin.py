@@ -8,9 +8,9 @@ from typing import Any
 
 from rdsbackup.engines.admin import DatabaseAdmin, Fingerprint
 from rdsbackup.engines.base import EngineError, ServerAccess
-from rdsbackup.engines.mariadb import SYSTEM_SCHEMAS, connect
-from rdsbackup.engines.mariadb_sql import quote_name as quote
-from rdsbackup.engines.mariadb_sql import table_fingerprint
+from rdsbackup.engines.mariadb.engine import SYSTEM_SCHEMAS, connect
+from rdsbackup.engines.mariadb.sql import quote_name as quote
+from rdsbackup.engines.mariadb.sql import table_fingerprint
 from rdsbackup.engines.tools import ToolProcess, find_binary, mysql_option_file
 
 

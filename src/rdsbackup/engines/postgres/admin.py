@@ -11,13 +11,13 @@ from psycopg import sql
 
 from rdsbackup.engines.admin import DatabaseAdmin, Fingerprint
 from rdsbackup.engines.base import EngineError, ServerAccess
-from rdsbackup.engines.postgres_common import (
+from rdsbackup.engines.postgres.common import (
     database_fingerprint,
     pg_binary,
     session,
     tool_env,
 )
-from rdsbackup.engines.tools import ToolProcess
+from rdsbackup.engines.tools import ToolProcess, pg_passfile_env
 
 
 class PostgresAdmin(DatabaseAdmin):
@@ -110,15 +110,11 @@ class PostgresAdmin(DatabaseAdmin):
         args = [pg_binary("pg_amcheck"), "--no-password", "--install-missing", "--heapallindexed"]
         for db in databases:
             args += ["--database", db]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        out = subprocess.run(
-            args,
-            env={**env, **tool_env(access)},
-            capture_output=True,
-            text=True,
-            timeout=3600,
-            check=False,
-        )
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        with pg_passfile_env(inherited | tool_env(access)) as env:
+            out = subprocess.run(
+                args, env=env, capture_output=True, text=True, timeout=3600, check=False
+            )
         if out.returncode == 0:
             return []
         lines = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.strip()]

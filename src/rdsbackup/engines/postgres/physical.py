@@ -20,7 +20,7 @@ with its size, and the WAL (sets whose manifest uses another algorithm get the f
 
 With fingerprints, the WAL goes on to a restore point made once pg_basebackup has ended:
 its segments are added before the tar's end-of-archive blocks
-(:meth:`~rdsbackup.engines.postgres_restore_point.Fingerprinting.base_backup_members`),
+(:meth:`~rdsbackup.engines.postgres.restore_point.Fingerprinting.base_backup_members`),
 and replay ends there.
 """
 
@@ -41,7 +41,7 @@ import google_crc32c
 
 from rdsbackup.chunks import chunk_stream
 from rdsbackup.engines.base import EngineError, ObjectSink, ObjectSource, ServerAccess, ToolFailed
-from rdsbackup.engines.postgres_common import pg_binary, tool_env
+from rdsbackup.engines.postgres.common import pg_binary, tool_env
 from rdsbackup.engines.tools import CHUNK, ToolProcess, tool_version
 
 if TYPE_CHECKING:

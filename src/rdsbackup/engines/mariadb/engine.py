@@ -5,15 +5,15 @@ Methods, kinds and strategies (``BackupPlan``):
 * Physical, full, instance: ``mariadb-backup --backup --stream=xbstream``;
 * Physical, incremental: the same with ``--incremental-lsn`` = the parent's ``to_lsn``;
 * Physical, per database: ``mariadb-backup --databases`` (a partial copy: see
-  :mod:`rdsbackup.engines.mariadb_physical` for what a restored one holds);
+  :mod:`rdsbackup.engines.mariadb.physical` for what a restored one holds);
   all restored with ``mbstream`` and ``mariadb-backup --prepare`` (incrementals applied
   in order with ``--incremental-dir``);
 * Snapshot: the data directory at one instant inside a ``BACKUP STAGE BLOCK_COMMIT``
   window, as a tar stream, recovered by the server at its first start
-  (:mod:`rdsbackup.engines.mariadb_snapshot`);
+  (:mod:`rdsbackup.engines.mariadb.snapshot`);
 * Logical, instance or per database: parallel ``mariadb-dump --single-transaction``
   workers whose snapshots all open while commits are blocked, loaded back with one
-  ``mariadb`` client per object (:mod:`rdsbackup.engines.mariadb_parallel`).
+  ``mariadb`` client per object (:mod:`rdsbackup.engines.mariadb.parallel`).
 
 Physical and Snapshot read the data directory, so the server must be on this machine.
 The server is probed with PyMySQL.
@@ -30,12 +30,6 @@ from pathlib import Path
 
 import pymysql
 
-from rdsbackup.engines import (
-    mariadb_logical,
-    mariadb_parallel,
-    mariadb_physical,
-    mariadb_snapshot,
-)
 from rdsbackup.engines.base import (
     BackupKind,
     BackupMethod,
@@ -54,7 +48,12 @@ from rdsbackup.engines.base import (
     StoredSet,
     UnsupportedPlan,
 )
-from rdsbackup.engines.mariadb_sql import (
+from rdsbackup.engines.families import MARIADB
+from rdsbackup.engines.mariadb import logical as mariadb_logical
+from rdsbackup.engines.mariadb import parallel as mariadb_parallel
+from rdsbackup.engines.mariadb import physical as mariadb_physical
+from rdsbackup.engines.mariadb import snapshot as mariadb_snapshot
+from rdsbackup.engines.mariadb.sql import (
     SYSTEM_SCHEMAS,
     VIRTUAL_SCHEMAS,
     connect,
@@ -80,7 +79,6 @@ _INNODB_FILE = re.compile(r"(.+\.ibd|ibdata\d+|undo\d+)$")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+$")
 """Database names mariadb-backup --databases can take as they are (their directory has
 the same name, and no space or dot splits them)."""
-MARIADB_ENGINES = ("MariaDB", "MySQL")
 
 
 @dataclass(frozen=True)
@@ -96,7 +94,7 @@ class MariaDBEngine(Engine):
     tar stream under ``BACKUP STAGE`` (Snapshot), ``mariadb-dump`` and ``mariadb``
     (Logical)."""
 
-    family = "MariaDB"
+    family = MARIADB.name
 
     def probe(self, access: ServerAccess) -> ServerInfo:
         return server_facts(access).info
@@ -214,7 +212,7 @@ def _check_parent(plan: BackupPlan) -> None:
     if parent is None:
         raise UnsupportedPlan("kind", "an incremental backup needs a parent set")
     if (
-        parent.engine not in MARIADB_ENGINES
+        parent.engine not in MARIADB.engines
         or parent.method != BackupMethod.PHYSICAL
         or parent.strategy != BackupStrategy.INSTANCE
         or not parent.extra.get("to_lsn", "").isdigit()

@@ -2,7 +2,7 @@
 ``pg_backup_start`` and ``pg_backup_stop``, with the WAL that makes the copy consistent.
 
 One object, ``base.tar``, laid out like pg_basebackup's: the data directory (see
-:mod:`rdsbackup.engines.postgres_datadir` for what is left out), read by GNU ``tar``
+:mod:`rdsbackup.engines.postgres.datadir` for what is left out), read by GNU ``tar``
 running as the data directory's owner, then ``backup_label`` as ``pg_backup_stop``
 returned it, ``pg_wal/`` with the segments from the start to the stop LSN (each marked
 ``.done`` in ``archive_status``) and a ``backup_manifest`` (file sizes and the WAL range)
@@ -24,7 +24,7 @@ the session that started it):
 4. ``pg_backup_stop(wait_for_archive => false)``: the stop LSN, ``backup_label`` and
    ``tablespace_map`` (user tablespaces are refused, so a non-empty map fails the set);
 5. with ``fingerprint``: a restore point that snapshots of every user database match
-   (:mod:`rdsbackup.engines.postgres_restore_point`; writes to user tables wait for
+   (:mod:`rdsbackup.engines.postgres.restore_point`; writes to user tables wait for
    it), which the set's WAL then ends at instead of the stop LSN;
 6. the WAL segments, read as the owner too (the last one, cut at the restore point,
    through ``pg_read_binary_file``); then the slot is dropped.
@@ -55,7 +55,6 @@ from pathlib import Path
 import psycopg
 
 from rdsbackup.chunks import chunk_stream
-from rdsbackup.engines import postgres_restore_point as restore_point
 from rdsbackup.engines.base import (
     BackupResult,
     EngineError,
@@ -64,13 +63,14 @@ from rdsbackup.engines.base import (
     ServerAccess,
     UnsupportedPlan,
 )
-from rdsbackup.engines.postgres_common import (
+from rdsbackup.engines.postgres import restore_point
+from rdsbackup.engines.postgres.common import (
     Connection,
     pg_binary,
     scalar,
     server_version,
 )
-from rdsbackup.engines.postgres_datadir import (
+from rdsbackup.engines.postgres.datadir import (
     END_OF_ARCHIVE,
     Copied,
     backup_manifest,
@@ -81,8 +81,8 @@ from rdsbackup.engines.postgres_datadir import (
     wal_segments,
     walk,
 )
-from rdsbackup.engines.postgres_logical import user_databases
-from rdsbackup.engines.postgres_physical import BASE_TAR, MANIFEST_FILE
+from rdsbackup.engines.postgres.logical import user_databases
+from rdsbackup.engines.postgres.physical import BASE_TAR, MANIFEST_FILE
 from rdsbackup.engines.reflink import CloneStage
 from rdsbackup.engines.tools import CHUNK, ToolProcess, find_binary, last_error_line, tool_version
 
@@ -178,7 +178,7 @@ def snapshot_backup(
 
     ``reflink``: clone the files where the file system can (else stream them).
     ``fingerprint``: end the set's WAL at a restore point whose tables are fingerprinted
-    (:mod:`rdsbackup.engines.postgres_restore_point`)."""
+    (:mod:`rdsbackup.engines.postgres.restore_point`)."""
     data_dir = local_data_dir(access)
     for setting in ("statement_timeout", "lock_timeout", "idle_session_timeout"):
         conn.execute("SELECT set_config(%s, '0', false)", (setting,))
