@@ -24,7 +24,6 @@ from rdsbackup.timeutil import utcnow
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class Registration:
     account_id: int
