@@ -14,6 +14,7 @@ from rdsbackup.api.actions import Services, action_table
 from rdsbackup.api.download import DownloadEndpoint
 from rdsbackup.api.http import RpcEndpoint, asgi_app
 from rdsbackup.api.protocol import Protocol
+from rdsbackup.api.throttle import Throttle
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.secrets import SecretBox
 from rdsbackup.config import Settings
@@ -74,7 +75,7 @@ def build_core(settings: Settings, engines: EngineRegistry | None = None) -> Cor
         storage=LocalStorage(settings.resolved_storage_dir),
         keys=KeyStore(catalog, box),
         accounts=AccountAdmin(catalog, box),
-        instances=InstanceService(catalog, inventory),
+        instances=InstanceService(catalog, inventory, settings.database_probe_seconds),
     )
 
 
@@ -175,7 +176,12 @@ def build_service(settings: Settings, engines: EngineRegistry | None = None) -> 
         ),
     )
     actions = action_table()
-    protocol = Protocol(core.keys, actions, window_seconds=settings.signature_window_seconds)
+    protocol = Protocol(
+        core.keys,
+        actions,
+        window_seconds=settings.signature_window_seconds,
+        throttle=Throttle(settings.api_rate_per_second, settings.api_burst),
+    )
     payloads = Payloads(core.catalog, core.storage)
     links = build_links(core, payloads)
     restore_runner = RestoreRunner(

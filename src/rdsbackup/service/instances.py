@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -25,9 +28,20 @@ class InstanceFilter:
 
 
 class InstanceService:
-    def __init__(self, catalog: Catalog, inventory: Inventory) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        inventory: Inventory,
+        probe_seconds: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.catalog = catalog
         self.inventory = inventory
+        self.probe_seconds = probe_seconds
+        self.clock = clock
+        self._last_probe: dict[str, float] = {}
+        self._probe_lock = threading.Lock()
+        self._instance_locks: dict[str, threading.Lock] = {}
 
     def get(self, who: Principal, instance_id: str) -> InstanceView:
         with self.catalog.read() as s:
@@ -70,7 +84,7 @@ class InstanceService:
     ) -> list[DatabaseView]:
         self.get(who, instance_id)
         if name and name not in self.inventory.database_names(instance_id):
-            self.inventory.probe(instance_id)
+            self._refresh(instance_id)
         with self.catalog.read() as s:
             return [d for d in _databases(s, instance_id) if name is None or d.name == name]
 
@@ -83,11 +97,25 @@ class InstanceService:
         catalog does not know a name yet (it may have been created since the last probe)."""
         known = self.inventory.database_names(instance_id)
         if not set(names) <= known:
-            info = self.inventory.probe(instance_id)
-            if info is not None:
-                known = {d.name for d in info.databases}
+            self._refresh(instance_id)
+            known = self.inventory.database_names(instance_id)
         if missing := [n for n in names if n not in known]:
             raise errors.DatabaseNotFound(missing)
+
+    def _refresh(self, instance_id: str) -> None:
+        """Ask the server for its databases (the probe records them in the catalog),
+        unless it was asked less than ``probe_seconds`` ago: a client sending unknown
+        names must not turn each request into a connection to the server. Requests
+        arriving during a probe wait for it and use its answer."""
+        with self._probe_lock:
+            lock = self._instance_locks.setdefault(instance_id, threading.Lock())
+        with lock:
+            last = self._last_probe.get(instance_id)
+            now = self.clock()
+            if last is not None and now - last < self.probe_seconds:
+                return
+            self._last_probe[instance_id] = now
+            self.inventory.probe(instance_id)
 
 
 def _databases(s: Session, instance_id: str) -> list[DatabaseView]:
