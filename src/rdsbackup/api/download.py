@@ -28,6 +28,7 @@ from rdsbackup.service.payloads import Payload, PayloadNotFound, Payloads, SetNo
 log = logging.getLogger(__name__)
 
 _DIGITS = re.compile(r"[0-9]{1,20}")
+_ID = re.compile(r"[0-9]{1,30}")
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 
 
@@ -64,9 +65,9 @@ def parse_link(rest: str, query: str) -> tuple[LinkTarget, str]:
     if any(len(v) != 1 for v in values.values()):
         raise LinkRejected("Expires, Set and Signature are each required once.")
     expires = values["Expires"][0]
-    backup_id = parse_id(id_part)
-    if backup_id is None or id_part != str(backup_id):
+    if not _ID.fullmatch(id_part) or id_part != str(int(id_part)):
         raise LinkRejected("The backup id is not valid.")
+    backup_id = int(id_part)
     if not _DIGITS.fullmatch(expires):
         raise LinkRejected("Expires is not valid.")
     target = LinkTarget(backup_id, values["Set"][0], name if slash else None, int(expires))
@@ -88,6 +89,8 @@ class DownloadEndpoint:
             self.signer.verify(target, signature)
         except LinkRejected as e:
             return self.error(ErrorCode.ForbiddenDownloadLink, request_id, str(e))
+        if parse_id(str(target.backup_id)) is None:  # signed, but no set can have it
+            return self.error(ErrorCode.InvalidBackupSetIDNotFound, request_id)
         try:
             payload = await run_in_threadpool(
                 self.payloads.payload, target.backup_id, target.set_tag, target.object_name
