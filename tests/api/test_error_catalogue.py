@@ -16,9 +16,10 @@ def test_every_message_renders_with_no_placeholder_left(code: ErrorCode) -> None
 
 
 def test_wire_strings_are_unchanged() -> None:
-    assert ErrorCode.InvalidBackupSetIDNotFound == "InvalidBackupSetID.NotFound"
-    assert ErrorCode.OperationDeniedApiForbidden == "OperationDenied.ApiForbidden"
-    assert ErrorCode.ThrottlingUser == "Throttling.User"
+    assert str(ErrorCode.InvalidBackupSetIDNotFound) == "InvalidBackupSetID.NotFound"
+    assert str(ErrorCode.OperationDeniedApiForbidden) == "OperationDenied.ApiForbidden"
+    assert str(ErrorCode.ThrottlingUser) == "Throttling.User"
+    assert ErrorCode("InvalidAction.NotFound") is ErrorCode.InvalidActionNotFound
     assert all(code.value == str(code) for code in ErrorCode)
     assert ApiError(ErrorCode.ThrottlingUser).status == 400
     assert ApiError(ErrorCode.UnsupportedHTTPMethod).status == 400

@@ -20,7 +20,9 @@ def test_required_names_the_missing_parameter() -> None:
 def test_choice_uses_the_specific_code() -> None:
     p = Params({"BackupMethod": "Fancy"})
     code, _ = code_of(
-        lambda: p.choice("BackupMethod", ("Physical",), code="InvalidBackupMethod.ValueNotSupport")
+        lambda: p.choice(
+            "BackupMethod", ("Physical",), code=ErrorCode.InvalidBackupMethodValueNotSupport
+        )
     )
     assert code == "InvalidBackupMethod.ValueNotSupport"
     assert p.choice("Other", ("a",), default="a") == "a"

@@ -196,7 +196,9 @@ def _v3(
     method: str,
 ) -> httpx.Response:
     body = urlencode(params).encode() if method == "POST" else b""
-    query = sorted(params.items()) if method == "GET" else []
+    query: list[tuple[str, str | int | float | bool | None]] = (
+        sorted(params.items()) if method == "GET" else []
+    )
     payload = hashlib.sha256(body).hexdigest()
     headers = {
         "host": endpoint,
@@ -209,7 +211,8 @@ def _v3(
     if body:
         headers["content-type"] = "application/x-www-form-urlencoded"
     signed = sorted(headers)
-    creq = sig.v3_canonical_request(method, "/", query, headers, signed, payload)
+    pairs = [(k, str(v)) for k, v in query]
+    creq = sig.v3_canonical_request(method, "/", pairs, headers, signed, payload)
     signature = sig.v3_signature(sig.v3_string_to_sign(creq), key.secret)
     headers["authorization"] = (
         f"{sig.V3_ALGORITHM} Credential={key.access_key_id},"

@@ -28,7 +28,6 @@ from rdsbackup.service.payloads import Payload, PayloadNotFound, Payloads, SetNo
 log = logging.getLogger(__name__)
 
 _DIGITS = re.compile(r"[0-9]{1,20}")
-_ID = re.compile(r"[0-9]{1,30}")
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 
 
@@ -65,7 +64,7 @@ def parse_link(rest: str, query: str) -> tuple[LinkTarget, str]:
     if any(len(v) != 1 for v in values.values()):
         raise LinkRejected("Expires, Set and Signature are each required once.")
     expires = values["Expires"][0]
-    if not _ID.fullmatch(id_part) or id_part != str(int(id_part)):
+    if not _DIGITS.fullmatch(id_part) or id_part != str(int(id_part)):
         raise LinkRejected("The backup id is not valid.")
     backup_id = int(id_part)
     if not _DIGITS.fullmatch(expires):
