@@ -310,18 +310,20 @@ def test_hostile_requests_never_break_the_envelope_nor_change_anything(
         key = keys[sent["requests"] % len(keys)]
         resp = send(client, rds.endpoint, key, req)
         sent["requests"] += 1
+        # Collected rather than raised: the run reports every kind of failure it meets.
         if resp.status_code >= 500:
             sent["5xx"] += 1
             failures.append(f"{resp.status_code} {req!r}: {resp.text[:300]}")
-        assert resp.status_code < 500, (req, resp.text)
+            return
         try:
             body = envelope(resp)
         except (AssertionError, ET.ParseError, ValueError, KeyError) as e:
             sent["malformed"] += 1
-            raise AssertionError(f"malformed body {e!r} for {req!r}: {resp.content[:300]!r}") from e
+            failures.append(f"malformed body {e!r} for {req!r}: {resp.content[:300]!r}")
+            return
         codes[body["Code"] or "200"] += 1
-        if resp.status_code == 200:
-            assert req["action"] in READ_ONLY, (req, resp.text)
+        if resp.status_code == 200 and req["action"] not in READ_ONLY:
+            failures.append(f"a mutating call succeeded: {req!r}: {resp.text[:300]}")
 
     started = time.monotonic()
     try:
@@ -330,6 +332,6 @@ def test_hostile_requests_never_break_the_envelope_nor_change_anything(
         print(f"\nhostile requests: {sent['requests']} sent in {time.monotonic() - started:.1f} s, "
               f"{sent['5xx']} 5xx, {sent['malformed']} malformed; "
               f"codes: {dict(codes.most_common())}")  # fmt: skip
-    assert not failures
+    assert not failures, "\n".join(failures[:20])
     assert catalog_rows(rds) == rows_before
     assert server_databases(mariadb, postgres) == databases_before
