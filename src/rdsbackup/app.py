@@ -14,7 +14,6 @@ from rdsbackup.api.actions import Services, action_table
 from rdsbackup.api.download import DownloadEndpoint
 from rdsbackup.api.http import RpcEndpoint, asgi_app
 from rdsbackup.api.protocol import Protocol
-from rdsbackup.api.throttle import Throttle
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.secrets import SecretBox
 from rdsbackup.config import Settings
@@ -28,6 +27,7 @@ from rdsbackup.jobs.planning import Planner
 from rdsbackup.jobs.restore import RestoreRunner
 from rdsbackup.jobs.runner import JobRunner, RunOptions
 from rdsbackup.jobs.sets import SetStore
+from rdsbackup.ratelimit import Throttle
 from rdsbackup.service.auth import AccountAdmin, KeyStore
 from rdsbackup.service.backups import BackupPolicy, BackupService
 from rdsbackup.service.instances import InstanceService

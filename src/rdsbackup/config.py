@@ -62,8 +62,9 @@ class Settings(BaseSettings):
     api_burst: int = Field(default=200, ge=1)
     """Requests an AccessKeyId may make at once before the rate applies."""
     database_probe_seconds: float = Field(default=1.0, ge=0)
-    """A DBName the catalog does not know asks the instance's server at most once in
-    this many seconds (per instance), so unknown names cannot flood the server."""
+    """A DBName the catalog does not know asks the instance's server: up to 3 times at
+    once, then once per this many seconds (per instance), so unknown names cannot
+    flood the server with connections."""
     daily_backup_limit: int = 20
     client_token_hours: int = 24
     default_retention_days: int = 7

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from rdsbackup.api.throttle import Throttle
+from rdsbackup.ratelimit import Throttle
 
 
 class Clock:

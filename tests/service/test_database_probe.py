@@ -1,4 +1,5 @@
-"""InstanceService asks the server about unknown DBNames at most once per window."""
+"""InstanceService asks the server about unknown DBNames a few times at once, then
+once per window."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 import pytest
 
 from rdsbackup.service import errors
-from rdsbackup.service.instances import InstanceService
+from rdsbackup.service.instances import PROBE_BURST, InstanceService
 
 
 class Inventory:
@@ -34,13 +35,16 @@ def test_unknown_names_probe_the_server_at_most_once_per_window() -> None:
     for n in range(500):
         with pytest.raises(errors.DatabaseNotFound):
             service.require_databases("rm-1", ["shop", f"nope{n}"])
-    assert inventory.probes == 1
+    assert inventory.probes == PROBE_BURST
     clock.now += 1.0
     service.require_databases("rm-1", ["shop"])  # known: no probe
-    assert inventory.probes == 1
+    assert inventory.probes == PROBE_BURST
     with pytest.raises(errors.DatabaseNotFound):
         service.require_databases("rm-1", ["later"])
-    assert inventory.probes == 2
+    assert inventory.probes == PROBE_BURST + 1
+    with pytest.raises(errors.DatabaseNotFound):
+        service.require_databases("rm-1", ["later"])
+    assert inventory.probes == PROBE_BURST + 1  # one a second
     with pytest.raises(errors.DatabaseNotFound):
         service.require_databases("rm-2", ["x"])  # another instance has its own window
-    assert inventory.probes == 3
+    assert inventory.probes == PROBE_BURST + 2

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 
 from rdsbackup.api import signature as sig
 from rdsbackup.api.errors import ApiError, ErrorCode
-from rdsbackup.api.throttle import Throttle
+from rdsbackup.ratelimit import Throttle
 from rdsbackup.service.auth import KeyRecord, KeyStore, Principal
 from rdsbackup.timeutil import utcnow
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,9 +13,12 @@ from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import DELETED, Database, Instance
 from rdsbackup.engines.base import BackupPlan
 from rdsbackup.instances.inventory import Inventory
+from rdsbackup.ratelimit import Throttle
 from rdsbackup.service import errors
 from rdsbackup.service.auth import Principal
 from rdsbackup.service.views import DatabaseView, InstanceView, Page
+
+PROBE_BURST = 3
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,8 @@ class InstanceService:
     ) -> None:
         self.catalog = catalog
         self.inventory = inventory
-        self.probe_seconds = probe_seconds
-        self.clock = clock
-        self._last_probe: dict[str, float] = {}
-        self._probe_lock = threading.Lock()
-        self._instance_locks: dict[str, threading.Lock] = {}
+        rate = 1 / probe_seconds if probe_seconds > 0 else float("inf")
+        self._probes = Throttle(rate, PROBE_BURST, clock)
 
     def get(self, who: Principal, instance_id: str) -> InstanceView:
         with self.catalog.read() as s:
@@ -103,18 +102,11 @@ class InstanceService:
             raise errors.DatabaseNotFound(missing)
 
     def _refresh(self, instance_id: str) -> None:
-        """Ask the server for its databases (the probe records them in the catalog),
-        unless it was asked less than ``probe_seconds`` ago: a client sending unknown
-        names must not turn each request into a connection to the server. Requests
-        arriving during a probe wait for it and use its answer."""
-        with self._probe_lock:
-            lock = self._instance_locks.setdefault(instance_id, threading.Lock())
-        with lock:
-            last = self._last_probe.get(instance_id)
-            now = self.clock()
-            if last is not None and now - last < self.probe_seconds:
-                return
-            self._last_probe[instance_id] = now
+        """Ask the server for its databases (the probe records them in the catalog):
+        a few probes at once, then one per ``probe_seconds``, per instance. A client
+        sending unknown names must not turn each request into a connection to the
+        server; one who just created a database still finds it."""
+        if self._probes.allow(instance_id):
             self.inventory.probe(instance_id)
 
 

@@ -1,5 +1,5 @@
-"""Per-access-key flow control: a token bucket per AccessKeyId, in memory (one
-process's view; several processes each grant the rate)."""
+"""Token buckets by key, in memory (one process's view; several processes each grant
+the rate): the API's flow control per AccessKeyId, the DBName probes per instance."""
 
 from __future__ import annotations
 
