@@ -30,6 +30,7 @@ from rdsbackup.jobs.restore import RestoreRunner
 from rdsbackup.jobs.runner import JobRunner, RunOptions
 from rdsbackup.jobs.sets import SetStore
 from rdsbackup.processes import kill_tool_groups, stop_leftover_servers
+from rdsbackup.ratelimit import Throttle
 from rdsbackup.service.auth import AccountAdmin, KeyStore
 from rdsbackup.service.backups import BackupPolicy, BackupService
 from rdsbackup.service.instances import InstanceService
@@ -81,7 +82,7 @@ def build_core(
         storage=storage or LocalStorage(settings.resolved_storage_dir),
         keys=KeyStore(catalog, box),
         accounts=AccountAdmin(catalog, box),
-        instances=InstanceService(catalog, inventory),
+        instances=InstanceService(catalog, inventory, settings.database_probe_seconds),
     )
 
 
@@ -211,7 +212,12 @@ def build_service(
         ),
     )
     actions = action_table()
-    protocol = Protocol(core.keys, actions, window_seconds=settings.signature_window_seconds)
+    protocol = Protocol(
+        core.keys,
+        actions,
+        window_seconds=settings.signature_window_seconds,
+        throttle=Throttle(settings.api_rate_per_second, settings.api_burst),
+    )
     payloads = Payloads(core.catalog, core.storage)
     links = build_links(core, payloads)
     restore_runner = RestoreRunner(

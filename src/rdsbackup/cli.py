@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rdsbackup import logs
 from rdsbackup.app import Core, Service, build_core, build_service
 from rdsbackup.config import Settings, load_settings
 from rdsbackup.instances.inventory import Registration
@@ -47,9 +48,7 @@ def _core(config: Path | None) -> Core:
 
 
 def _logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(logging.INFO)
 
 
 @app.command()

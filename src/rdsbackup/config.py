@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     node_id: str = Field(default_factory=socket.gethostname)
 
     signature_window_seconds: int = 900
+    api_rate_per_second: float = Field(default=100.0, gt=0)
+    """Requests per second each AccessKeyId may make on average (else Throttling.User)."""
+    api_burst: int = Field(default=200, ge=1)
+    """Requests an AccessKeyId may make at once before the rate applies."""
+    database_probe_seconds: float = Field(default=1.0, ge=0)
+    """A DBName the catalog does not know asks the instance's server: up to 3 times at
+    once, then once per this many seconds (per instance), so unknown names cannot
+    flood the server with connections."""
     daily_backup_limit: int = 20
     client_token_hours: int = 24
     default_retention_days: int = 7

@@ -166,7 +166,7 @@ def test_altered_expired_and_foreign_links_are_refused(
     _refused(get(f"/download/{pg_set['BackupId']}"), 403, "Forbidden.DownloadLink")
     _refused(get(url.path + "/manifest.json"), 403, "Forbidden.DownloadLink")
     _refused(httpx.get(base + url.path, timeout=30), 403, "Forbidden.DownloadLink")
-    _refused(httpx.post(url.geturl(), timeout=30), 405, "UnsupportedHTTPMethod")
+    _refused(httpx.post(url.geturl(), timeout=30), 400, "UnsupportedHTTPMethod")
 
     maker = _maker(rds)
     checksum, backup_id = maria_set["Checksum"], int(maria_set["BackupId"])

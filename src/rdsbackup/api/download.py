@@ -19,23 +19,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from rdsbackup.api.errors import CATALOGUE, ErrorCode
+from rdsbackup.api.params import parse_id
+from rdsbackup.api.text import xml_safe
 from rdsbackup.service.links import LinkRejected, LinkSigner, LinkTarget
 from rdsbackup.service.payloads import Payload, PayloadNotFound, Payloads, SetNotServable
 
 log = logging.getLogger(__name__)
 
-ERRORS: dict[str, tuple[int, str]] = {
-    "Forbidden.DownloadLink": (403, "The download link is not valid."),
-    "InvalidBackupSetID.NotFound": (404, "Specified backup set ID does not exist."),
-    "InvalidBackupObject.NotFound": (404, "Specified object does not exist in the backup set."),
-    "IncorrectBackupSetState": (403, "Current backup set state does not support this operation."),
-    "InvalidRange": (416, "The requested range cannot be satisfied."),
-    "UnsupportedHTTPMethod": (405, "This http method is not supported."),
-    "InternalError": (
-        500,
-        "The request processing has failed due to some unknown error, exception or failure.",
-    ),
-}
 _DIGITS = re.compile(r"[0-9]{1,20}")
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 
@@ -75,9 +66,10 @@ def parse_link(rest: str, query: str) -> tuple[LinkTarget, str]:
     expires = values["Expires"][0]
     if not _DIGITS.fullmatch(id_part) or id_part != str(int(id_part)):
         raise LinkRejected("The backup id is not valid.")
+    backup_id = int(id_part)
     if not _DIGITS.fullmatch(expires):
         raise LinkRejected("Expires is not valid.")
-    target = LinkTarget(int(id_part), values["Set"][0], name if slash else None, int(expires))
+    target = LinkTarget(backup_id, values["Set"][0], name if slash else None, int(expires))
     return target, values["Signature"][0]
 
 
@@ -90,26 +82,28 @@ class DownloadEndpoint:
     async def respond(self, request: Request) -> Response:
         request_id = str(uuid.uuid4()).upper()
         if request.method not in ("GET", "HEAD"):
-            return self.error("UnsupportedHTTPMethod", request_id)
+            return self.error(ErrorCode.UnsupportedHTTPMethod, request_id)
         try:
             target, signature = parse_link(request.path_params["rest"], request.url.query)
             self.signer.verify(target, signature)
         except LinkRejected as e:
-            return self.error("Forbidden.DownloadLink", request_id, str(e))
+            return self.error(ErrorCode.ForbiddenDownloadLink, request_id, str(e))
+        if parse_id(str(target.backup_id)) is None:  # signed, but no set can have it
+            return self.error(ErrorCode.InvalidBackupSetIDNotFound, request_id)
         try:
             payload = await run_in_threadpool(
                 self.payloads.payload, target.backup_id, target.set_tag, target.object_name
             )
         except PayloadNotFound:
-            code = "InvalidBackupSetID.NotFound"
+            code = ErrorCode.InvalidBackupSetIDNotFound
             if target.object_name is not None:
-                code = "InvalidBackupObject.NotFound"
+                code = ErrorCode.InvalidBackupObjectNotFound
             return self.error(code, request_id)
         except SetNotServable:
-            return self.error("IncorrectBackupSetState", request_id)
+            return self.error(ErrorCode.IncorrectBackupSetState, request_id)
         except Exception:
             log.exception("download %s failed", request_id)
-            return self.error("InternalError", request_id)
+            return self.error(ErrorCode.InternalError, request_id)
         return self.serve(request, payload, request_id)
 
     def serve(self, request: Request, payload: Payload, request_id: str) -> Response:
@@ -124,7 +118,9 @@ class DownloadEndpoint:
             wanted = parse_range(request.headers.get("range"), payload.size)
         except Unsatisfiable:
             return self.error(
-                "InvalidRange", request_id, headers={"Content-Range": f"bytes */{payload.size}"}
+                ErrorCode.InvalidRange,
+                request_id,
+                headers={"Content-Range": f"bytes */{payload.size}"},
             )
         status, (start, stop) = (200, (0, payload.size)) if wanted is None else (206, wanted)
         if status == 206:
@@ -136,23 +132,23 @@ class DownloadEndpoint:
 
     def error(
         self,
-        code: str,
+        code: ErrorCode,
         request_id: str,
         detail: str = "",
         headers: dict[str, str] | None = None,
     ) -> Response:
-        status, message = ERRORS[code]
+        spec = CATALOGUE[code]
         body = {
             "RequestId": request_id,
             "HostId": self.host_id,
             "Code": code,
-            "Message": f"{message} {detail}".strip(),
+            "Message": xml_safe(f"{spec.message} {detail}".strip()),
             "Recommend": "https://api.aliyun.com/troubleshoot?q="
             f"{quote(code)}&product=Rds&requestId={request_id}",
         }
         return Response(
             json.dumps(body).encode(),
-            status,
+            spec.status,
             media_type="application/json;charset=utf-8",
             headers={"x-acs-request-id": request_id, **(headers or {})},
         )

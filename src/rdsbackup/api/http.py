@@ -1,11 +1,12 @@
-"""The HTTP edge: any path, GET or POST, parameters from query and form body. Parses,
-delegates, renders; every failure becomes an Alibaba error body, never a traceback."""
+"""The HTTP edge: any path, GET or POST (any other method: UnsupportedHTTPMethod),
+parameters from query and form body. Parses, delegates, renders; every failure becomes
+an Alibaba error body, never a traceback."""
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote
 
@@ -14,9 +15,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from rdsbackup.api.actions import Handler, Services
-from rdsbackup.api.errors import ApiError, from_domain
+from rdsbackup.api.errors import ApiError, ErrorCode, from_domain
 from rdsbackup.api.protocol import Protocol, RawRequest
 from rdsbackup.api.render import render
 from rdsbackup.service.errors import ServiceError
@@ -46,7 +48,9 @@ class RpcEndpoint:
                 return self.error(
                     _raw(request, b""),
                     ApiError(
-                        "InvalidParameter", "The request body is larger than 1 MiB.", param="body"
+                        ErrorCode.InvalidParameter,
+                        "The request body is larger than 1 MiB.",
+                        param="body",
                     ),
                 )
         raw = _raw(request, bytes(body))
@@ -70,7 +74,7 @@ class RpcEndpoint:
             return self.error(raw, api_error, request_id)
         except Exception:
             log.exception("request %s failed", request_id)
-            return self.error(raw, ApiError("InternalError"), request_id)
+            return self.error(raw, ApiError(ErrorCode.InternalError), request_id)
 
     def error(self, raw: RawRequest, e: ApiError, request_id: str | None = None) -> Response:
         request_id = request_id or str(uuid.uuid4()).upper()
@@ -102,15 +106,20 @@ def _raw(request: Request, body: bytes) -> RawRequest:
     )
 
 
+class _AnyMethod:
+    """An endpoint as a plain ASGI app: Starlette's ``Route`` then hands it every method
+    (TRACE, PROPFIND, ...), so the endpoint answers UnsupportedHTTPMethod in an Alibaba
+    body instead of the router's ``405 text/plain``."""
+
+    def __init__(self, respond: Callable[[Request], Awaitable[Response]]) -> None:
+        self.respond = respond
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.respond(Request(scope, receive))
+        await response(scope, receive, send)
+
+
 def asgi_app(endpoint: RpcEndpoint, download: DownloadEndpoint | None = None) -> Starlette:
-    methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
-    downloads = (
-        [Route("/download/{rest:path}", download.respond, methods=methods)] if download else []
-    )
-    return Starlette(
-        routes=[
-            *downloads,
-            Route("/", endpoint.respond, methods=methods),
-            Route("/{path:path}", endpoint.respond, methods=methods),
-        ]
-    )
+    downloads = [Route("/download/{rest:path}", _AnyMethod(download.respond))] if download else []
+    rpc = _AnyMethod(endpoint.respond)
+    return Starlette(routes=[*downloads, Route("/", rpc), Route("/{path:path}", rpc)])

@@ -2,14 +2,33 @@
 
 Names stay Alibaba's at this edge. An empty value counts as absent (SDKs send empty
 optional fields). Every failure is an :class:`ApiError` naming the parameter.
+
+Integers are ASCII digits only (``int()`` would also take full-width digits, ``3_0``, ``+1`` and
+spaces), with a leading ``-`` only where a negative value means something. Ids are
+1 to 2**63-1, the catalog's integer range. No value may hold a character XML 1.0
+cannot carry: values are stored and echoed, and every body must stay well-formed.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from rdsbackup.api.errors import ApiError
+from rdsbackup.api.errors import ApiError, ErrorCode, invalid
+from rdsbackup.api.text import has_xml_forbidden
+
+MAX_ID = 2**63 - 1
+_UNSIGNED = re.compile(r"[0-9]{1,30}")
+_SIGNED = re.compile(r"-?[0-9]{1,30}")
+
+
+def parse_id(value: str) -> int | None:
+    """The id ``value`` names, or None when no row can have it."""
+    if not _UNSIGNED.fullmatch(value):
+        return None
+    number = int(value)
+    return number if 1 <= number <= MAX_ID else None
 
 
 class Params:
@@ -18,12 +37,16 @@ class Params:
 
     def optional(self, name: str) -> str | None:
         value = self.raw.get(name)
-        return value if value else None
+        if not value:
+            return None
+        if has_xml_forbidden(value):
+            raise invalid(name, "It contains a control or non-character code point.")
+        return value
 
     def required(self, name: str) -> str:
         value = self.optional(name)
         if value is None:
-            raise ApiError("MissingParameter", param=name)
+            raise ApiError(ErrorCode.MissingParameter, param=name)
         return value
 
     def choice(
@@ -32,7 +55,7 @@ class Params:
         allowed: Iterable[str],
         *,
         default: str | None = None,
-        code: str = "InvalidParameter",
+        code: ErrorCode = ErrorCode.InvalidParameter,
     ) -> str | None:
         value = self.optional(name)
         if value is None:
@@ -50,15 +73,15 @@ class Params:
         minimum: int | None = None,
         maximum: int | None = None,
         allowed: Iterable[int] | None = None,
-        code: str = "InvalidParameter",
+        code: ErrorCode = ErrorCode.InvalidParameter,
     ) -> int | None:
         value = self.optional(name)
         if value is None:
             return default
-        try:
-            number = int(value, 10)
-        except ValueError:
-            raise _invalid(code, name, "It must be an integer.") from None
+        pattern = _SIGNED if minimum is not None and minimum < 0 else _UNSIGNED
+        if not pattern.fullmatch(value):
+            raise _invalid(code, name, "It must be an integer.")
+        number = int(value)
         options = list(allowed) if allowed is not None else None
         if (
             (minimum is not None and number < minimum)
@@ -68,31 +91,39 @@ class Params:
             raise _invalid(code, name, _range_text(minimum, maximum, options))
         return number
 
+    def id(self, name: str, *, code: ErrorCode, required: bool = False) -> int | None:
+        """A row id; one no row can have (not digits, 0, beyond 64 bits) is ``code``."""
+        value = self.required(name) if required else self.optional(name)
+        if value is None:
+            return None
+        number = parse_id(value)
+        if number is None:
+            raise _invalid(code, name, "")
+        return number
+
     def csv(self, name: str, *, max_items: int | None = None) -> list[str]:
         value = self.optional(name)
         if value is None:
             return []
         items = [v.strip() for v in value.split(",")]
         if any(not v for v in items):
-            raise _invalid("InvalidParameter", name, "It contains an empty item.")
+            raise invalid(name, "It contains an empty item.")
         if max_items is not None and len(items) > max_items:
-            raise _invalid("InvalidParameter", name, f"At most {max_items} items.")
+            raise invalid(name, f"At most {max_items} items.")
         return list(dict.fromkeys(items))
 
-    def timestamp(self, name: str, fmt: str, *, code: str) -> datetime | None:
+    def timestamp(self, name: str, fmt: str, *, code: ErrorCode) -> datetime | None:
         value = self.optional(name)
         if value is None:
             return None
         try:
             return datetime.strptime(value, fmt)
         except ValueError:
-            raise ApiError(code) from None
+            raise _invalid(code, name, "") from None
 
 
-def _invalid(code: str, name: str, detail: str) -> ApiError:
-    if code == "InvalidParameter":
-        return ApiError(code, detail, param=name)
-    return ApiError(code, detail)
+def _invalid(code: ErrorCode, name: str, detail: str) -> ApiError:
+    return ApiError(code, detail, param=name)
 
 
 def _range_text(minimum: int | None, maximum: int | None, options: list[int] | None) -> str:

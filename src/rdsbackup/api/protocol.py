@@ -2,7 +2,8 @@
 
 Checks run in the order a client can act on: the action and version, then the
 signature's parts, the timestamp window, the key, the signature, the nonce, and last
-whether the key may call the action.
+whether the key may call the action. Flow control (``Throttling.User``) counts only
+requests that proved their key, so nobody can spend another key's budget.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from datetime import datetime, timedelta
 from urllib.parse import parse_qsl
 
 from rdsbackup.api import signature as sig
-from rdsbackup.api.errors import ApiError
+from rdsbackup.api.errors import ApiError, ErrorCode
+from rdsbackup.ratelimit import Throttle
 from rdsbackup.service.auth import KeyRecord, KeyStore, Principal
 from rdsbackup.timeutil import utcnow
 
@@ -49,7 +51,9 @@ class RawRequest:
         try:
             return parse_qsl(self.body.decode(), keep_blank_values=True, strict_parsing=False)
         except UnicodeDecodeError:
-            raise ApiError("InvalidParameter", "The body is not UTF-8.", param="body") from None
+            raise ApiError(
+                ErrorCode.InvalidParameter, "The body is not UTF-8.", param="body"
+            ) from None
 
     @property
     def is_v3(self) -> bool:
@@ -72,8 +76,10 @@ class Protocol:
         *,
         window_seconds: int = 900,
         clock: Callable[[], datetime] = utcnow,
+        throttle: Throttle | None = None,
     ) -> None:
         self.keys = keys
+        self.throttle = throttle
         self.actions = actions
         self.window = timedelta(seconds=window_seconds)
         self.clock = clock
@@ -93,7 +99,7 @@ class Protocol:
 
     def parse(self, raw: RawRequest) -> Call:
         if raw.method not in ("GET", "POST"):
-            raise ApiError("UnsupportedHTTPMethod")
+            raise ApiError(ErrorCode.UnsupportedHTTPMethod)
         params = dict(raw.query)
         params.update(raw.form)
         fmt = self.response_format(raw)
@@ -103,40 +109,44 @@ class Protocol:
         else:
             principal = self._v1(raw, params)
             action = params["Action"]
+        if self.throttle is not None and not self.throttle.allow(principal.access_key_id):
+            raise ApiError(ErrorCode.ThrottlingUser)
         if not principal.may_call(action):
-            raise ApiError("Forbidden.RAM")
+            raise ApiError(ErrorCode.ForbiddenRAM)
         return Call(action, params, principal, fmt)
 
     def _check_action(
         self, action: str | None, version: str | None, names: tuple[str, str]
     ) -> None:
         if not action:
-            raise ApiError("MissingParameter", param=names[0])
+            raise ApiError(ErrorCode.MissingParameter, param=names[0])
         if not version:
-            raise ApiError("MissingParameter", param=names[1])
+            raise ApiError(ErrorCode.MissingParameter, param=names[1])
         if version != API_VERSION:
-            raise ApiError("InvalidVersion")
+            raise ApiError(ErrorCode.InvalidVersion)
         if action not in self.actions:
-            raise ApiError("InvalidAction.NotFound")
+            raise ApiError(ErrorCode.InvalidActionNotFound)
 
     def _v1(self, raw: RawRequest, params: dict[str, str]) -> Principal:
         self._check_action(params.get("Action"), params.get("Version"), ("Action", "Version"))
         for name in ("AccessKeyId", "Signature", "SignatureMethod", "SignatureNonce", "Timestamp"):
             if not params.get(name):
-                raise ApiError("MissingParameter", param=name)
+                raise ApiError(ErrorCode.MissingParameter, param=name)
         if params["SignatureMethod"] != "HMAC-SHA1":
             raise ApiError(
-                "InvalidParameter", "Only HMAC-SHA1 is supported.", param="SignatureMethod"
+                ErrorCode.InvalidParameter, "Only HMAC-SHA1 is supported.", param="SignatureMethod"
             )
         if params.get("SignatureVersion", "1.0") != "1.0":
-            raise ApiError("InvalidParameter", "Only 1.0 is supported.", param="SignatureVersion")
+            raise ApiError(
+                ErrorCode.InvalidParameter, "Only 1.0 is supported.", param="SignatureVersion"
+            )
         stamp = self._check_time(params["Timestamp"])
         key = self._key(params["AccessKeyId"])
         signed = {k: v for k, v in params.items() if k != "Signature"}
         sts = sig.v1_string_to_sign(raw.method, signed)
         expected = sig.v1_signature(raw.method, signed, key.secret)
         if not sig.same(expected, params["Signature"]):
-            raise ApiError("SignatureDoesNotMatch", sts=sts)
+            raise ApiError(ErrorCode.SignatureDoesNotMatch, sts=sts)
         self._use_nonce(key, params["SignatureNonce"], stamp)
         return key.principal
 
@@ -144,7 +154,7 @@ class Protocol:
         try:
             auth = sig.parse_v3_authorization(raw.headers["authorization"])
         except sig.MalformedAuthorization as e:
-            raise ApiError("IncompleteSignature", str(e)) from None
+            raise ApiError(ErrorCode.IncompleteSignature, str(e)) from None
         headers = raw.headers
         self._check_action(
             headers.get("x-acs-action"),
@@ -154,11 +164,11 @@ class Protocol:
         missing = [h for h in _V3_REQUIRED_SIGNED if h not in auth.signed_headers]
         if missing:
             raise ApiError(
-                "IncompleteSignature", f"SignedHeaders must include {', '.join(missing)}."
+                ErrorCode.IncompleteSignature, f"SignedHeaders must include {', '.join(missing)}."
             )
         for name in ("x-acs-date", "x-acs-signature-nonce"):
             if not headers.get(name):
-                raise ApiError("MissingParameter", param=name)
+                raise ApiError(ErrorCode.MissingParameter, param=name)
         stamp = self._check_time(headers["x-acs-date"])
         key = self._key(auth.access_key_id)
         payload = hashlib.sha256(raw.body).hexdigest()
@@ -168,7 +178,7 @@ class Protocol:
         sts = sig.v3_string_to_sign(creq)
         good = sig.same(sig.v3_signature(sts, key.secret), auth.signature)
         if not good or headers.get("x-acs-content-sha256") != payload:
-            raise ApiError("SignatureDoesNotMatch", sts=sts)
+            raise ApiError(ErrorCode.SignatureDoesNotMatch, sts=sts)
         self._use_nonce(key, headers["x-acs-signature-nonce"], stamp)
         return key.principal
 
@@ -180,23 +190,25 @@ class Protocol:
             except ValueError:
                 continue
         else:
-            raise ApiError("InvalidTimeStamp.Format")
+            raise ApiError(ErrorCode.InvalidTimeStampFormat)
         if abs(self.clock() - stamp) > self.window:
-            raise ApiError("InvalidTimeStamp.Expired")
+            raise ApiError(ErrorCode.InvalidTimeStampExpired)
         return stamp
 
     def _key(self, access_key_id: str) -> KeyRecord:
         key = self.keys.lookup(access_key_id)
         if key is None:
-            raise ApiError("InvalidAccessKeyId.NotFound")
+            raise ApiError(ErrorCode.InvalidAccessKeyIdNotFound)
         if not key.active:
-            raise ApiError("InvalidAccessKeyId.Inactive")
+            raise ApiError(ErrorCode.InvalidAccessKeyIdInactive)
         return key
 
     def _use_nonce(self, key: KeyRecord, nonce: str, stamp: datetime) -> None:
         if len(nonce) > 128:
-            raise ApiError("InvalidParameter", "At most 128 characters.", param="SignatureNonce")
+            raise ApiError(
+                ErrorCode.InvalidParameter, "At most 128 characters.", param="SignatureNonce"
+            )
         # A nonce must stay refused for as long as its timestamp would be accepted.
         expires = max(stamp, self.clock()) + self.window
         if not self.keys.use_nonce(key.principal.access_key_id, nonce, expires):
-            raise ApiError("SignatureNonceUsed")
+            raise ApiError(ErrorCode.SignatureNonceUsed)

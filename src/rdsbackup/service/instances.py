@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -11,9 +13,12 @@ from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import DELETED, Database, Instance
 from rdsbackup.engines.base import BackupPlan
 from rdsbackup.instances.inventory import Inventory
+from rdsbackup.ratelimit import Throttle
 from rdsbackup.service import errors
 from rdsbackup.service.auth import Principal
 from rdsbackup.service.views import DatabaseView, InstanceView, Page
+
+PROBE_BURST = 3
 
 
 @dataclass(frozen=True)
@@ -25,9 +30,17 @@ class InstanceFilter:
 
 
 class InstanceService:
-    def __init__(self, catalog: Catalog, inventory: Inventory) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        inventory: Inventory,
+        probe_seconds: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.catalog = catalog
         self.inventory = inventory
+        rate = 1 / probe_seconds if probe_seconds > 0 else float("inf")
+        self._probes = Throttle(rate, PROBE_BURST, clock)
 
     def get(self, who: Principal, instance_id: str) -> InstanceView:
         with self.catalog.read() as s:
@@ -70,7 +83,7 @@ class InstanceService:
     ) -> list[DatabaseView]:
         self.get(who, instance_id)
         if name and name not in self.inventory.database_names(instance_id):
-            self.inventory.probe(instance_id)
+            self._refresh(instance_id)
         with self.catalog.read() as s:
             return [d for d in _databases(s, instance_id) if name is None or d.name == name]
 
@@ -83,11 +96,18 @@ class InstanceService:
         catalog does not know a name yet (it may have been created since the last probe)."""
         known = self.inventory.database_names(instance_id)
         if not set(names) <= known:
-            info = self.inventory.probe(instance_id)
-            if info is not None:
-                known = {d.name for d in info.databases}
+            self._refresh(instance_id)
+            known = self.inventory.database_names(instance_id)
         if missing := [n for n in names if n not in known]:
             raise errors.DatabaseNotFound(missing)
+
+    def _refresh(self, instance_id: str) -> None:
+        """Ask the server for its databases (the probe records them in the catalog):
+        a few probes at once, then one per ``probe_seconds``, per instance. A client
+        sending unknown names must not turn each request into a connection to the
+        server; one who just created a database still finds it."""
+        if self._probes.allow(instance_id):
+            self.inventory.probe(instance_id)
 
 
 def _databases(s: Session, instance_id: str) -> list[DatabaseView]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rdsbackup.api.errors import ApiError
-from rdsbackup.api.params import Params
+from rdsbackup.api.errors import ApiError, ErrorCode
+from rdsbackup.api.params import MAX_ID, Params, parse_id
 from rdsbackup.api.protocol import Call
 from rdsbackup.service.backups import BackupFilter, CreateBackupRequest
 from rdsbackup.service.views import BackupView, JobView
@@ -28,16 +28,21 @@ def create_backup(call: Call, svc: Services) -> dict[str, Any]:
     retention = p.integer("BackupRetentionPeriod", minimum=-1, maximum=730)
     if retention is not None and 0 <= retention < 7:
         raise ApiError(
-            "InvalidParameter", "It must be -1 or between 7 and 730.", param="BackupRetentionPeriod"
+            ErrorCode.InvalidParameter,
+            "It must be -1 or between 7 and 730.",
+            param="BackupRetentionPeriod",
         )
     request = CreateBackupRequest(
         instance_id=p.required("DBInstanceId"),
         method=p.choice(
-            "BackupMethod", METHODS, default="Physical", code="InvalidBackupMethod.ValueNotSupport"
+            "BackupMethod",
+            METHODS,
+            default="Physical",
+            code=ErrorCode.InvalidBackupMethodValueNotSupport,
         )
         or "Physical",
         backup_type=p.choice(
-            "BackupType", CREATE_TYPES, default="Auto", code="BackupType.NotSupport"
+            "BackupType", CREATE_TYPES, default="Auto", code=ErrorCode.BackupTypeNotSupport
         )
         or "Auto",
         strategy=p.choice("BackupStrategy", ("db", "instance")),
@@ -56,7 +61,7 @@ def describe_backup_tasks(call: Call, svc: Services) -> dict[str, Any]:
     jobs = svc.backups.describe_jobs(
         call.principal,
         p.required("DBInstanceId"),
-        job_id=p.integer("BackupJobId", minimum=1),
+        job_id=p.integer("BackupJobId", minimum=1, maximum=MAX_ID),
         job_status=p.choice("BackupJobStatus", ("NoStart", "Progressing")),
         mode=p.choice("BackupMode", MODES),
     )
@@ -66,15 +71,16 @@ def describe_backup_tasks(call: Call, svc: Services) -> dict[str, Any]:
 def describe_backups(call: Call, svc: Services) -> dict[str, Any]:
     p = Params(call.params)
     instance_id = p.required("DBInstanceId")
-    start = p.timestamp("StartTime", WIRE_MINUTES, code="InvalidStartTime.Format")
-    end = p.timestamp("EndTime", WIRE_MINUTES, code="InvalidEndTime.Format")
+    start = p.timestamp("StartTime", WIRE_MINUTES, code=ErrorCode.InvalidStartTimeFormat)
+    end = p.timestamp("EndTime", WIRE_MINUTES, code=ErrorCode.InvalidEndTimeFormat)
     if start and end and end <= start:
-        raise ApiError("InvalidParameterCombination")
+        raise ApiError(ErrorCode.InvalidParameterCombination)
     backup_id = p.optional("BackupId")
-    if backup_id is not None and not backup_id.isdigit():
+    wanted = parse_id(backup_id) if backup_id is not None else None
+    if backup_id is not None and wanted is None:
         return _backups_page([], 0, 1, 30)  # no set has such an id
     filters = BackupFilter(
-        backup_id=int(backup_id) if backup_id else None,
+        backup_id=wanted,
         status=p.choice("BackupStatus", ("Success", "Failed")),
         mode=p.choice("BackupMode", MODES),
         kind=p.choice("BackupType", SET_TYPES),
@@ -83,7 +89,11 @@ def describe_backups(call: Call, svc: Services) -> dict[str, Any]:
     )
     page_number = (
         p.integer(
-            "PageNumber", default=1, minimum=1, maximum=10**6, code="InvalidPageNumbers.Malformed"
+            "PageNumber",
+            default=1,
+            minimum=1,
+            maximum=10**6,
+            code=ErrorCode.InvalidPageNumbersMalformed,
         )
         or 1
     )
@@ -100,17 +110,20 @@ def delete_backup(call: Call, svc: Services) -> dict[str, Any]:
     p = Params(call.params)
     instance_id = p.required("DBInstanceId")
     p.required("BackupId")
-    ids = p.csv("BackupId", max_items=100)
-    if not all(i.isdigit() for i in ids):
-        raise ApiError("InvalidBackupSetID.NotFound")
-    svc.backups.delete_backups(call.principal, instance_id, [int(i) for i in ids])
+    ids = [parse_id(i) for i in p.csv("BackupId", max_items=100)]
+    known = [i for i in ids if i is not None]
+    if len(known) != len(ids):
+        raise ApiError(ErrorCode.InvalidBackupSetIDNotFound)
+    svc.backups.delete_backups(call.principal, instance_id, known)
     return {}
 
 
 def _client_token(p: Params) -> str | None:
     token = p.optional("ClientToken")
     if token is not None and (len(token) > 64 or not token.isascii()):
-        raise ApiError("InvalidParameter", "At most 64 ASCII characters.", param="ClientToken")
+        raise ApiError(
+            ErrorCode.InvalidParameter, "At most 64 ASCII characters.", param="ClientToken"
+        )
     return token
 
 

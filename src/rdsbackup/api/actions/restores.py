@@ -5,8 +5,8 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from rdsbackup.api.errors import ApiError
-from rdsbackup.api.params import Params
+from rdsbackup.api.errors import ErrorCode, invalid
+from rdsbackup.api.params import MAX_ID, Params
 from rdsbackup.api.protocol import Call
 from rdsbackup.service.restores import PAY_TYPES, CloneRequest, RestoreService, TaskView
 from rdsbackup.timeutil import WIRE_SECONDS, to_wire
@@ -21,24 +21,19 @@ def _restores(svc: Services) -> RestoreService:
 
 
 def _backup_id(p: Params, *, required: bool = True) -> int | None:
-    value = p.required("BackupId") if required else p.optional("BackupId")
-    if value is None:
-        return None
-    if not value.isdigit():
-        raise ApiError("InvalidBackupSetID.NotFound")
-    return int(value)
+    return p.id("BackupId", code=ErrorCode.InvalidBackupSetIDNotFound, required=required)
 
 
 def clone_db_instance(call: Call, svc: Services) -> dict[str, Any]:
     p = Params(call.params)
     description = p.optional("DBInstanceDescription") or ""
     if description and not 2 <= len(description) <= 255:
-        raise ApiError("InvalidParameter", "2 to 255 characters.", param="DBInstanceDescription")
+        raise invalid("DBInstanceDescription", "2 to 255 characters.")
     p.choice("BackupType", ("FullBackup", "IncrementalBackup"))
     request = CloneRequest(
         source_instance_id=p.required("DBInstanceId"),
         backup_id=_backup_id(p, required=False),
-        restore_time=p.timestamp("RestoreTime", WIRE_SECONDS, code="InvalidParameter"),
+        restore_time=p.timestamp("RestoreTime", WIRE_SECONDS, code=ErrorCode.InvalidParameter),
         pay_type=p.choice("PayType", PAY_TYPES) or p.required("PayType"),
         db_names=tuple(p.csv("DbNames", max_items=256)),
         description=description,
@@ -69,7 +64,7 @@ def verify_backup(call: Call, svc: Services) -> dict[str, Any]:
 def describe_restore_tasks(call: Call, svc: Services) -> dict[str, Any]:
     p = Params(call.params)
     tasks = _restores(svc).tasks(
-        call.principal, p.required("DBInstanceId"), p.integer("TaskId", minimum=1)
+        call.principal, p.required("DBInstanceId"), p.integer("TaskId", minimum=1, maximum=MAX_ID)
     )
     return {"Items": {"RestoreTask": [_task(t) for t in tasks]}}
 
