@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rdsbackup.api.actions import Handler, Services
 from rdsbackup.api.errors import ApiError, ErrorCode, from_domain
@@ -119,7 +119,35 @@ class _AnyMethod:
         await response(scope, receive, send)
 
 
+DOWNLOAD_PREFIX = "/download/"
+
+
+class _Unrouted:
+    """What no route matched: a path Starlette's patterns refuse (one holding a decoded
+    CR or LF) would get the router's ``404 text/plain``; it goes to the endpoint its
+    prefix names instead, which answers in an Alibaba body."""
+
+    def __init__(self, rpc: _AnyMethod, download: _AnyMethod | None, other: ASGIApp) -> None:
+        self.rpc = rpc
+        self.download = download
+        self.other = other
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.other(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        if self.download is not None and path.startswith(DOWNLOAD_PREFIX):
+            rest = path[len(DOWNLOAD_PREFIX) :]
+            await self.download({**scope, "path_params": {"rest": rest}}, receive, send)
+        else:
+            await self.rpc(scope, receive, send)
+
+
 def asgi_app(endpoint: RpcEndpoint, download: DownloadEndpoint | None = None) -> Starlette:
-    downloads = [Route("/download/{rest:path}", _AnyMethod(download.respond))] if download else []
+    downloads = _AnyMethod(download.respond) if download else None
     rpc = _AnyMethod(endpoint.respond)
-    return Starlette(routes=[*downloads, Route("/", rpc), Route("/{path:path}", rpc)])
+    routes = [Route(DOWNLOAD_PREFIX + "{rest:path}", downloads)] if downloads else []
+    app = Starlette(routes=[*routes, Route("/", rpc), Route("/{path:path}", rpc)])
+    app.router.default = _Unrouted(rpc, downloads, app.router.default)
+    return app
