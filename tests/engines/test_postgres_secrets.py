@@ -10,14 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import psycopg
-
 from rdsbackup.engines.base import BackupMethod, BackupPlan, ObjectSink
 from rdsbackup.engines.postgres.engine import PostgresEngine
 from rdsbackup.instances.servers import LocalServer
 from rdsbackup.manifest import StoredObject
 from rdsbackup.storage.local import LocalStorage
 from rdsbackup.storage.streams import SetWriter
+from tests.engines.test_postgres import connect
 from tests.fixtures.servers import ADMIN_PASSWORD, ServerFactory
 
 TOOLS = {"pg_basebackup", "pg_dump", "pg_dumpall"}
@@ -109,12 +108,9 @@ def test_pg_dump_reads_the_password_from_a_file_gone_afterwards(
 ) -> None:
     server = server_factory("PostgreSQL")
     server.start()
-    access = server.access()
-    common = f"host={access.host} port={access.port} user={access.user}"
-    with psycopg.connect(common, password=access.password, dbname="postgres") as conn:
-        conn.autocommit = True
+    with connect(server.access()) as conn:
         conn.execute("CREATE DATABASE big")
-    with psycopg.connect(common, password=access.password, dbname="big") as conn:
+    with connect(server.access(), "big") as conn:
         # ~20 MiB of dump: more than the pipe holds, so pg_dump is still writing
         conn.execute("CREATE TABLE t AS SELECT g, md5(g::text) AS h FROM generate_series(1, 4e5) g")
     seen = _backup(tmp_path, server, BackupMethod.LOGICAL)
