@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from rdsbackup.api.errors import ApiError, ErrorCode
@@ -111,3 +113,14 @@ def test_unparseable_timestamp_names_the_parameter() -> None:
     )
     assert code == "InvalidParameter"
     assert message == 'The specified parameter "RestoreTime" is not valid.'
+
+
+@pytest.mark.parametrize("stamp", ["\uff12\uff10\uff12\uff16-01-01T00:00:00Z", "\u0662\u0660\u0662\u0666-01-01T00:00:00Z"])
+def test_timestamps_take_ascii_digits_only(stamp: str) -> None:
+    assert datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")  # what the check guards against
+    code, _ = code_of(
+        lambda: Params({"RestoreTime": stamp}).timestamp(
+            "RestoreTime", "%Y-%m-%dT%H:%M:%SZ", code=ErrorCode.InvalidParameter
+        )
+    )
+    assert code == "InvalidParameter"

@@ -117,6 +117,8 @@ class Params:
         if value is None:
             return None
         try:
+            if not value.isascii():  # strptime takes any Unicode digit
+                raise ValueError(value)
             return datetime.strptime(value, fmt)
         except ValueError:
             raise _invalid(code, name, "") from None

@@ -183,6 +183,8 @@ class Protocol:
         return key.principal
 
     def _check_time(self, value: str) -> datetime:
+        if not value.isascii():  # strptime takes any Unicode digit
+            raise ApiError(ErrorCode.InvalidTimeStampFormat)
         for fmt in _TIMESTAMP_FORMATS:
             try:
                 stamp = datetime.strptime(value, fmt)
