@@ -129,6 +129,7 @@ def serve_until_stopped(
         host=host,
         port=port,
         log_level="warning",
+        log_config=None,  # uvicorn's lines go through the service's JSON-line handler too
         access_log=False,
         timeout_graceful_shutdown=5,
     )

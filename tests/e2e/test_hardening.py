@@ -5,6 +5,7 @@ the DBName probe and per-key throttling."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -155,6 +156,28 @@ def test_log_lines_cannot_be_forged(rds: Rds) -> None:
     for line in log.splitlines()[-50:]:
         if line.startswith("{"):
             assert json.loads(line)["level"]
+
+
+def test_the_http_servers_own_lines_are_json_lines_too(rds: Rds) -> None:
+    """uvicorn logs a request it cannot parse; that line goes through the service's
+    JSON-line handler like every other, not uvicorn's plain-text one."""
+    host, port = rds.endpoint.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\x01\r\n\r\n")
+        conn.recv(4096)
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [
+            line
+            for line in rds.service.log_path.read_text(errors="replace").splitlines()
+            if "Invalid HTTP request" in line
+        ]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert lines, rds.service.log_tail()
+    for line in lines:
+        assert json.loads(line)["logger"].startswith("uvicorn"), line
 
 
 def _connections(server: LocalServer) -> int:
