@@ -80,9 +80,19 @@ def test_a_postgres_password_reaches_the_tool_in_a_private_file_only() -> None:
     assert not Path(file_name).exists() and not Path(file_name).parent.exists()
 
 
+def _environ_after_exec(pid: int, program: bytes) -> list[bytes]:
+    """The tool's environment once it runs ``program``: read before the exec, /proc
+    shows the forking parent's."""
+    deadline = time.monotonic() + 10
+    while not Path(f"/proc/{pid}/cmdline").read_bytes().startswith(program):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+
+
 def test_the_passfile_is_removed_when_the_tool_is_killed() -> None:
     with ToolProcess(["sleep", "30"], env={"PGPASSWORD": "pw"}) as tool:
-        environ = Path(f"/proc/{tool.proc.pid}/environ").read_bytes().split(b"\0")
+        environ = _environ_after_exec(tool.proc.pid, b"sleep")
         passfile = Path(next(e for e in environ if e.startswith(b"PGPASSFILE=")).decode()[11:])
         assert passfile.exists()
         assert b"pw" not in b"".join(e.partition(b"=")[2] for e in environ)
