@@ -91,11 +91,11 @@ def _environ_after_exec(pid: int, program: bytes) -> list[bytes]:
 
 
 def test_the_passfile_is_removed_when_the_tool_is_killed() -> None:
-    with ToolProcess(["sleep", "30"], env={"PGPASSWORD": "pw"}) as tool:
+    with ToolProcess(["sleep", "30"], env={"PGPASSWORD": "S3cret-xyzzy"}) as tool:
         environ = _environ_after_exec(tool.proc.pid, b"sleep")
         passfile = Path(next(e for e in environ if e.startswith(b"PGPASSFILE=")).decode()[11:])
         assert passfile.exists()
-        assert b"pw" not in b"".join(e.partition(b"=")[2] for e in environ)
+        assert b"S3cret-xyzzy" not in b"".join(e.partition(b"=")[2] for e in environ)
         tool.kill()
     assert not passfile.parent.exists()
 

@@ -114,7 +114,9 @@ def test_status_never_goes_back_to_an_earlier_phase(rig: Rig) -> None:
     worker = threading.Thread(target=rig.runner.run, args=(job_id,))
     worker.start()
     assert gate.wait_reached()
-    time.sleep(0.05)  # the watcher polls the blocked job
+    deadline = time.monotonic() + 10  # the blocked job shows Uploading, seen by the watcher
+    while "Uploading" not in seen and time.monotonic() < deadline:
+        time.sleep(0.01)
     gate.release()
     worker.join(30)
     done.set()
