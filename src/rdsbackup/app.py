@@ -32,7 +32,7 @@ from rdsbackup.jobs.sets import SetStore
 from rdsbackup.processes import kill_tool_groups, stop_leftover_servers
 from rdsbackup.ratelimit import Throttle
 from rdsbackup.service.auth import AccountAdmin, KeyStore
-from rdsbackup.service.backups import BackupPolicy, BackupService
+from rdsbackup.service.backups import BackupRules, BackupService
 from rdsbackup.service.instances import InstanceService
 from rdsbackup.service.links import LinkMaker, LinkSigner
 from rdsbackup.service.payloads import Payloads
@@ -205,7 +205,7 @@ def build_service(
         dispatcher,
         core.storage,
         planner,
-        BackupPolicy(
+        BackupRules(
             daily_limit=settings.daily_backup_limit,
             client_token_hours=settings.client_token_hours,
             default_retention_days=settings.default_retention_days,

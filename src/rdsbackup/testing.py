@@ -32,7 +32,7 @@ from rdsbackup.jobs.leases import Leases
 from rdsbackup.jobs.planning import Planner
 from rdsbackup.jobs.runner import JobRunner, RunOptions
 from rdsbackup.service.auth import AccountAdmin, Principal
-from rdsbackup.service.backups import BackupPolicy, BackupService, Dispatcher
+from rdsbackup.service.backups import BackupRules, BackupService, Dispatcher
 from rdsbackup.service.instances import InstanceService
 from rdsbackup.storage.base import Storage
 from rdsbackup.storage.memory import MemoryStorage
@@ -109,7 +109,7 @@ def memory_rig(
     *,
     threaded: bool = False,
     options: RunOptions | None = None,
-    policy: BackupPolicy | None = None,
+    rules: BackupRules | None = None,
 ) -> MemoryRig:
     """The backup service and job runner on ``catalog`` (migrated here), the memory
     engine and ``storage`` (default: in memory). Jobs are recorded, or with ``threaded``
@@ -139,7 +139,7 @@ def memory_rig(
         dispatcher,
         storage,
         planner,
-        policy or BackupPolicy(),
+        rules or BackupRules(),
     )
     return MemoryRig(
         catalog,

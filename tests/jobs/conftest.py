@@ -24,7 +24,7 @@ from rdsbackup.jobs.leases import Leases
 from rdsbackup.jobs.planning import Planner
 from rdsbackup.jobs.runner import JobRunner, RunOptions
 from rdsbackup.service.auth import AccountAdmin, Principal
-from rdsbackup.service.backups import BackupPolicy, BackupService, CreateBackupRequest
+from rdsbackup.service.backups import BackupRules, BackupService, CreateBackupRequest
 from rdsbackup.service.instances import InstanceService
 from rdsbackup.storage.base import Storage
 from rdsbackup.storage.local import LocalStorage
@@ -112,7 +112,7 @@ def mariadb_rig(tmp_path: Path, mariadb: LocalServer) -> MariaDBRig:
     options = RunOptions(heartbeat_seconds=0.2)
     runner = JobRunner(catalog, inventory, registry, storage, leases, planner, options)
     service = BackupService(
-        catalog, InstanceService(catalog, inventory), Recorder(), storage, planner, BackupPolicy()
+        catalog, InstanceService(catalog, inventory), Recorder(), storage, planner, BackupRules()
     )
     who = Principal(account_id, "a", "AK")
     return MariaDBRig(catalog, storage, service, runner, who, instance_id)

@@ -20,7 +20,7 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from rdsbackup.states import (
     BackupInitiator,
@@ -119,6 +119,59 @@ class Instance(Base):
     source_instance_id: Mapped[str | None] = mapped_column(String(64))
     """For a clone: the instance its backup set came from."""
     source_backup_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class BackupPolicy(Base):
+    """An instance's backup policy (DescribeBackupPolicy / ModifyBackupPolicy). An
+    instance without a row has the defaults below (``policy_for``)."""
+
+    __tablename__ = "backup_policies"
+
+    instance_id: Mapped[str] = mapped_column(
+        ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True
+    )
+    # DataBackupPolicy
+    preferred_backup_time: Mapped[str] = mapped_column(String(16), default="02:00Z-03:00Z")
+    """A one-hour UTC window, ``HH:mmZ-HH:mmZ``."""
+    preferred_backup_period: Mapped[str] = mapped_column(
+        String(128), default="Tuesday,Thursday,Saturday"
+    )
+    """Comma list of weekdays (``Monday`` ... ``Sunday``), at least two."""
+    backup_retention_period: Mapped[int] = mapped_column(Integer, default=7)
+    backup_interval: Mapped[str] = mapped_column(String(8), default="-1")
+    """Minutes between automated backups on a backup day; ``-1``: one per window."""
+    backup_method: Mapped[str] = mapped_column(String(16), default="Physical")
+    compress_type: Mapped[str] = mapped_column(String(4), default="")
+    """Alibaba's CompressType code as given; empty: the service's compression."""
+    category: Mapped[str] = mapped_column(String(16), default="Standard")
+    enable_increment_data_backup: Mapped[bool] = mapped_column(Boolean, default=False)
+    inc_backup_interval: Mapped[int] = mapped_column(Integer, default=0)
+    """Minutes between automated incrementals (0: none between fulls)."""
+    archive_backup_retention_period: Mapped[int] = mapped_column(Integer, default=0)
+    archive_backup_keep_policy: Mapped[str] = mapped_column(String(16), default="ByMonth")
+    archive_backup_keep_count: Mapped[int] = mapped_column(Integer, default=1)
+    released_keep_policy: Mapped[str] = mapped_column(String(16), default="None")
+    # LogBackupPolicy
+    enable_backup_log: Mapped[bool] = mapped_column(Boolean, default=False)
+    log_backup_retention_period: Mapped[int] = mapped_column(Integer, default=7)
+    local_log_retention_hours: Mapped[int] = mapped_column(Integer, default=18)
+    local_log_retention_space: Mapped[int] = mapped_column(Integer, default=30)
+    high_space_usage_protection: Mapped[str] = mapped_column(String(8), default="Enable")
+    log_backup_local_retention_number: Mapped[int] = mapped_column(Integer, default=60)
+    log_backup_frequency: Mapped[str] = mapped_column(String(16), default="")
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+def policy_for(s: Session, instance_id: str) -> BackupPolicy:
+    """The instance's stored policy, else a new (unsaved) one holding the defaults."""
+    policy = s.get(BackupPolicy, instance_id)
+    if policy is not None:
+        return policy
+    fresh = BackupPolicy(instance_id=instance_id)
+    for column in BackupPolicy.__table__.columns:
+        if getattr(fresh, column.key) is None and column.default is not None:
+            setattr(fresh, column.key, column.default.arg)
+    return fresh
 
 
 class Database(Base):

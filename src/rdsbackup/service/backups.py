@@ -56,7 +56,7 @@ class Dispatcher(Protocol):
 
 
 @dataclass(frozen=True)
-class BackupPolicy:
+class BackupRules:
     daily_limit: int = 20
     client_token_hours: int = 24
     default_retention_days: int = 7
@@ -94,14 +94,14 @@ class BackupService:
         dispatcher: Dispatcher,
         storage: Storage,
         planner: Planner,
-        policy: BackupPolicy,
+        rules: BackupRules,
     ) -> None:
         self.catalog = catalog
         self.instances = instances
         self.dispatcher = dispatcher
         self.storage = storage
         self.planner = planner
-        self.policy = policy
+        self.rules = rules
 
     # -- CreateBackup -------------------------------------------------------------------
 
@@ -176,7 +176,7 @@ class BackupService:
                     BackupJob.status != JobStatus.FAILED,
                 )
             )
-            if (today or 0) >= self.policy.daily_limit:
+            if (today or 0) >= self.rules.daily_limit:
                 raise errors.BackupQuotaExceeded()
             if req.client_token:
                 self._release_old_token(s, who, req.client_token, now)
@@ -193,7 +193,7 @@ class BackupService:
                 kind=plan.kind.value,
                 strategy=plan.strategy.value,
                 db_names=join_names(list(plan.databases)),
-                retention_days=req.retention_days or self.policy.default_retention_days,
+                retention_days=req.retention_days or self.rules.default_retention_days,
                 client_token=req.client_token,
                 compression=req.compression,
                 created_at=now,
@@ -226,7 +226,7 @@ class BackupService:
             raise errors.OperationDenied("the instance is read-only")
 
     def _job_for_token(self, who: Principal, token: str) -> int | None:
-        since = utcnow() - timedelta(hours=self.policy.client_token_hours)
+        since = utcnow() - timedelta(hours=self.rules.client_token_hours)
         with self.catalog.read() as s:
             return s.scalar(
                 select(BackupJob.id).where(
@@ -243,7 +243,7 @@ class BackupService:
             .where(
                 BackupJob.account_id == who.account_id,
                 BackupJob.client_token == token,
-                BackupJob.created_at < now - timedelta(hours=self.policy.client_token_hours),
+                BackupJob.created_at < now - timedelta(hours=self.rules.client_token_hours),
             )
             .values(client_token=None)
         )
