@@ -17,8 +17,9 @@ import pytest
 from alibabacloud_rds20140815 import models
 from alibabacloud_tea_openapi.exceptions import ClientException
 
+from rdsbackup.catalog.models import BackupSet
 from rdsbackup.instances.servers import LocalServer
-from tests.fixtures.service import Key, Rds, signed_v1, tea_client
+from tests.fixtures.service import Key, Rds, signed_v1, tea_client, wait_job
 
 NEXT_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}Z")
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -568,3 +569,31 @@ def test_terraform_alicloud_db_backup_policy_flow(
     assert reset["EnableBackupLog"] == "1"
     assert tf.calls.count("ModifyBackupPolicy") == 5
     assert tf.attribute()["DBInstanceStatus"] == "Running"
+
+
+def test_the_policys_released_keep_policy_decides_a_delete_that_does_not_say(
+    rds: Rds, fresh_instance: Callable[..., str]
+) -> None:
+    instance_id = fresh_instance("MariaDB")
+    job_id = call(rds, "CreateBackup", DBInstanceId=instance_id, BackupMethod="Logical").json()[
+        "BackupJobId"
+    ]
+    job = wait_job(rds.endpoint, rds.key, instance_id, job_id)
+    assert job["BackupStatus"] == "Finished", job
+    resp = call(
+        rds, "ModifyBackupPolicy", DBInstanceId=instance_id, **DATA, ReleasedKeepPolicy="All"
+    )
+    assert resp.status_code == 200, resp.text
+    assert call(rds, "DeleteDBInstance", DBInstanceId=instance_id).status_code == 200
+    expect(
+        call(rds, "DescribeBackupPolicy", DBInstanceId=instance_id),
+        400,
+        "InvalidDBInstanceId.NotFound",
+    )
+    catalog = rds.service.catalog()
+    try:
+        with catalog.read() as s:
+            kept = s.get(BackupSet, int(job["BackupId"]))
+            assert kept is not None and kept.status == "Success"
+    finally:
+        catalog.dispose()

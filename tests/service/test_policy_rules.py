@@ -4,6 +4,7 @@ or nothing, and account isolation."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -576,3 +577,25 @@ def test_each_instance_has_its_own_policy(both_catalogs: Policies) -> None:
     both_catalogs.service.modify(both_catalogs.who, other, replace(BASE, backup_retention_period=9))
     assert both_catalogs.describe().backup_retention_period == 30
     assert both_catalogs.rows() == 2
+
+
+def test_concurrent_changes_make_one_row_and_the_last_writer_wins(both_catalogs: Policies) -> None:
+    p = both_catalogs
+    failures: list[BaseException] = []
+    barrier = threading.Barrier(12)
+
+    def change(days: int) -> None:
+        barrier.wait()
+        try:
+            p.modify(backup_retention_period=days)
+        except BaseException as e:
+            failures.append(e)
+
+    threads = [threading.Thread(target=change, args=(10 + n,)) for n in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert p.rows() == 1
+    assert p.describe().backup_retention_period in range(10, 22)
