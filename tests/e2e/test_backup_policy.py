@@ -597,3 +597,16 @@ def test_the_policys_released_keep_policy_decides_a_delete_that_does_not_say(
             assert kept is not None and kept.status == "Success"
     finally:
         catalog.dispose()
+
+
+@pytest.mark.parametrize("engine", ["MariaDB", "PostgreSQL"])
+def test_every_method_of_a_server_with_its_data_directory_here(
+    rds: Rds, fresh_instance: Callable[..., str], engine: str
+) -> None:
+    instance_id = fresh_instance(engine)
+    for method in ("Snapshot", "Logical", "Physical"):
+        resp = call(
+            rds, "ModifyBackupPolicy", DBInstanceId=instance_id, **DATA, BackupMethod=method
+        )
+        assert resp.status_code == 200, resp.text
+        assert policy(rds, instance_id)["BackupMethod"] == method
