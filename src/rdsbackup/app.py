@@ -36,6 +36,7 @@ from rdsbackup.service.backups import BackupRules, BackupService
 from rdsbackup.service.instances import InstanceService
 from rdsbackup.service.links import LinkMaker, LinkSigner
 from rdsbackup.service.payloads import Payloads
+from rdsbackup.service.policies import PolicyService
 from rdsbackup.service.releases import ReleaseService
 from rdsbackup.service.restores import RestoreService
 from rdsbackup.storage.base import Storage
@@ -235,7 +236,15 @@ def build_service(
         core.catalog, core.instances, core.inventory, restore_dispatcher, core.supervisor
     )
     releases = ReleaseService(core.catalog, core.supervisor, core.storage)
-    services = Services(backups, core.instances, links=links, restores=restores, releases=releases)
+    policies = PolicyService(core.catalog, core.instances, settings.compression)
+    services = Services(
+        backups,
+        core.instances,
+        links=links,
+        restores=restores,
+        releases=releases,
+        policies=policies,
+    )
     endpoint = RpcEndpoint(protocol, services, actions, settings.host_id)
     return Service(
         core=core,

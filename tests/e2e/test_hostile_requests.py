@@ -64,6 +64,18 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     ),
     "VerifyBackup": ("DBInstanceId", "BackupId"),
     "DescribeRestoreTasks": ("DBInstanceId", "TaskId"),
+    "DescribeBackupPolicy": (
+        "DBInstanceId", "BackupPolicyMode", "CompressType", "ReleasedKeepPolicy",
+    ),
+    "ModifyBackupPolicy": (
+        "DBInstanceId", "BackupPolicyMode", "PreferredBackupTime", "PreferredBackupPeriod",
+        "BackupRetentionPeriod", "BackupLog", "BackupInterval", "BackupMethod", "CompressType",
+        "Category", "EnableIncrementDataBackup", "IncBackupInterval",
+        "ArchiveBackupRetentionPeriod", "ArchiveBackupKeepPolicy", "ArchiveBackupKeepCount",
+        "ReleasedKeepPolicy", "LogBackupFrequency", "EnablePitrProtection", "EnableBackupLog",
+        "LogBackupRetentionPeriod", "LocalLogRetentionHours", "LocalLogRetentionSpace",
+        "HighSpaceUsageProtection", "LogBackupLocalRetentionNumber",
+    ),
 }  # fmt: skip
 READ_ONLY = {a for a in PARAMETERS if a.startswith("Describe")}
 INSTANCE_PARAMS = {"DBInstanceId", "TargetDBInstanceId"}

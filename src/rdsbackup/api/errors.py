@@ -53,6 +53,10 @@ class ErrorCode(StrEnum):
     InvalidBackupObjectNotFound = "InvalidBackupObject.NotFound"
     InvalidRange = "InvalidRange"
     ThrottlingUser = "Throttling.User"
+    InvalidBackupRetentionPeriodMalformed = "InvalidBackupRetentionPeriod.Malformed"
+    InvalidPreferredBackupTimeFormat = "InvalidPreferredBackupTime.Format"
+    InvalidPreferredBackupPeriodMalformed = "InvalidPreferredBackupPeriod.Malformed"
+    InvalidReleasedKeepPolicyFormat = "InvalidReleasedKeepPolicy.Format"
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,18 @@ CATALOGUE: dict[ErrorCode, ErrorSpec] = {
     ),
     ErrorCode.InvalidRange: ErrorSpec(416, "The requested range cannot be satisfied."),
     ErrorCode.ThrottlingUser: ErrorSpec(400, "Request was denied due to user flow control."),
+    ErrorCode.InvalidBackupRetentionPeriodMalformed: ErrorSpec(
+        400, "The specified backup retention period is invalid."
+    ),
+    ErrorCode.InvalidPreferredBackupTimeFormat: ErrorSpec(
+        400, "Specified preferred backup time is not valid."
+    ),
+    ErrorCode.InvalidPreferredBackupPeriodMalformed: ErrorSpec(
+        400, "Specified backup period is not valid."
+    ),
+    ErrorCode.InvalidReleasedKeepPolicyFormat: ErrorSpec(
+        400, "Specified Released Keep Policy is not valid."
+    ),
     ErrorCode.InternalError: ErrorSpec(
         500, "The request processing has failed due to some unknown error, exception or failure."
     ),
@@ -173,6 +189,10 @@ def invalid(name: str, detail: str = "") -> ApiError:
 _DOMAIN: list[tuple[type[domain.ServiceError], ErrorCode]] = [
     (domain.UnsupportedBackupMethod, ErrorCode.InvalidBackupMethodValueNotSupport),
     (domain.UnsupportedBackupType, ErrorCode.BackupTypeNotSupport),
+    (domain.InvalidRetentionPeriod, ErrorCode.InvalidBackupRetentionPeriodMalformed),
+    (domain.InvalidBackupTime, ErrorCode.InvalidPreferredBackupTimeFormat),
+    (domain.InvalidBackupPeriod, ErrorCode.InvalidPreferredBackupPeriodMalformed),
+    (domain.InvalidReleasedKeepPolicy, ErrorCode.InvalidReleasedKeepPolicyFormat),
     (domain.InvalidValue, ErrorCode.InvalidParameter),
     (domain.InstanceNotFound, ErrorCode.InvalidDBInstanceIdNotFound),
     (domain.IncorrectInstanceState, ErrorCode.IncorrectDBInstanceState),

@@ -91,3 +91,29 @@ class DatabaseExists(ServiceError):
 
 class BackupUnusable(ServiceError):
     """The set exists but cannot be restored (failed, or not available)."""
+
+
+class InvalidRetentionPeriod(InvalidValue):
+    """BackupRetentionPeriod out of 7-730 days."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("BackupRetentionPeriod", detail)
+
+
+class InvalidBackupTime(InvalidValue):
+    """PreferredBackupTime is not a one-hour UTC window ``HH:mmZ-HH:mmZ``."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("PreferredBackupTime", detail)
+
+
+class InvalidBackupPeriod(InvalidValue):
+    """PreferredBackupPeriod names an unknown day, or fewer than two days."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("PreferredBackupPeriod", detail)
+
+
+class InvalidReleasedKeepPolicy(InvalidValue):
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("ReleasedKeepPolicy", detail)

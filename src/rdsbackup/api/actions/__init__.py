@@ -10,6 +10,7 @@ from rdsbackup.api.protocol import Call
 from rdsbackup.service.backups import BackupService
 from rdsbackup.service.instances import InstanceService
 from rdsbackup.service.links import LinkMaker
+from rdsbackup.service.policies import PolicyService
 from rdsbackup.service.releases import ReleaseService
 from rdsbackup.service.restores import RestoreService
 
@@ -21,12 +22,13 @@ class Services:
     links: LinkMaker | None = None
     restores: RestoreService | None = None
     releases: ReleaseService | None = None
+    policies: PolicyService | None = None
 
 
 Handler = Callable[[Call, Services], dict[str, Any]]
 
 
 def action_table() -> dict[str, Handler]:
-    from rdsbackup.api.actions import backups, instances, restores
+    from rdsbackup.api.actions import backups, instances, policies, restores
 
-    return {**backups.ACTIONS, **instances.ACTIONS, **restores.ACTIONS}
+    return {**backups.ACTIONS, **instances.ACTIONS, **restores.ACTIONS, **policies.ACTIONS}

@@ -61,10 +61,14 @@ def describe_databases(call: Call, svc: Services) -> dict[str, Any]:
 
 def delete_db_instance(call: Call, svc: Services) -> dict[str, Any]:
     """Answers once the instance is gone (RDS answers at once and shows ``Deleting``;
-    a local server stops in a second or two, so waiting is simpler for every client)."""
+    a local server stops in a second or two, so waiting is simpler for every client).
+    Without ReleasedKeepPolicy, the backup policy's (ModifyBackupPolicy) decides."""
     p = Params(call.params)
     instance_id = p.required("DBInstanceId")
-    keep = p.choice("ReleasedKeepPolicy", KEEP_POLICIES, default="None") or "None"
+    keep = p.choice("ReleasedKeepPolicy", KEEP_POLICIES)
+    if keep is None:
+        policy = svc.policies.describe(call.principal, instance_id) if svc.policies else None
+        keep = policy.released_keep_policy if policy else "None"
     assert svc.releases is not None
     svc.releases.delete_instance(call.principal, instance_id, keep)
     return {}

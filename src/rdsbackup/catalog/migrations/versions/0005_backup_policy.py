@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("archive_backup_keep_policy", sa.String(length=16), nullable=False),
         sa.Column("archive_backup_keep_count", sa.Integer(), nullable=False),
         sa.Column("released_keep_policy", sa.String(length=16), nullable=False),
+        sa.Column("enable_pitr_protection", sa.Boolean(), nullable=False),
         sa.Column("enable_backup_log", sa.Boolean(), nullable=False),
         sa.Column("log_backup_retention_period", sa.Integer(), nullable=False),
         sa.Column("local_log_retention_hours", sa.Integer(), nullable=False),
