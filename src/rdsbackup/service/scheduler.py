@@ -136,11 +136,7 @@ class Scheduler:
         self.lease.release()
 
     def decisions(self, instance_id: str | None = None) -> list[Decision]:
-        query = select(ScheduledBackup).order_by(ScheduledBackup.slot_time, ScheduledBackup.id)
-        if instance_id is not None:
-            query = query.where(ScheduledBackup.instance_id == instance_id)
-        with self.catalog.read() as s:
-            return [Decision.of(r) for r in s.scalars(query)]
+        return decisions(self.catalog, instance_id)
 
     # -- which slots came due ------------------------------------------------------------
 
@@ -297,6 +293,15 @@ class Scheduler:
                 .where(ScheduledBackup.id == row.id)
                 .values(status=status, reason=reason, decided_at=self.clock.now(), **values)
             )
+
+
+def decisions(catalog: Catalog, instance_id: str | None = None) -> list[Decision]:
+    """What the scheduler decided, oldest slot first."""
+    query = select(ScheduledBackup).order_by(ScheduledBackup.slot_time, ScheduledBackup.id)
+    if instance_id is not None:
+        query = query.where(ScheduledBackup.instance_id == instance_id)
+    with catalog.read() as s:
+        return [Decision.of(r) for r in s.scalars(query)]
 
 
 def _latest_decisions(s: Session) -> dict[str, ScheduledBackup]:
