@@ -7,6 +7,7 @@ Recorder dispatcher only records them)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,14 +19,17 @@ from sqlalchemy import select, update
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import BackupJob, BackupSet, Instance, ScheduledBackup, policy_for
 from rdsbackup.clock import ManualClock
+from rdsbackup.config import Settings
 from rdsbackup.engines.memory import MemoryServer
+from rdsbackup.instances.servers import free_port
+from rdsbackup.schedule import spread_offset
 from rdsbackup.service import errors
 from rdsbackup.service.auth import Principal
 from rdsbackup.service.backups import CreateBackupRequest
 from rdsbackup.service.lease import NamedLease
 from rdsbackup.service.scheduler import LEASE_NAME, TOKEN_PREFIX, Scheduler
 from rdsbackup.states import BackupMode, ScheduleStatus
-from rdsbackup.testing import MemoryRig, memory_rig
+from rdsbackup.testing import MemoryRig, memory_rig, memory_service
 
 MONDAY = datetime(2026, 3, 2)  # a Monday
 STEP = timedelta(minutes=5)
@@ -372,10 +376,12 @@ def test_two_schedulers_on_one_catalog_never_both_fire(catalog: Catalog) -> None
     sim = make_sim(catalog, MONDAY)
     sim.add("rm-bravo", preferred_backup_period=EVERY_DAY)
     a, b = sim.scheduler_as("node-a"), sim.scheduler_as("node-b")
+    sim.clock.advance(STEP)
+    sim.tick(a)  # a takes the lease
     while sim.clock.now() < at(1, 3, 0):
         sim.clock.advance(STEP)
+        assert sim.tick(b) == []  # a holds the lease, even when a slot is due
         sim.tick(a)
-        assert sim.tick(b) == []  # a holds the lease
     assert [slot for _, slot, _, _ in sim.started()] == [at(0, 2, 17), at(1, 2, 17)]
 
     # a ticks last at 02:10 and dies without releasing: b waits out the lease (120 s)
@@ -492,3 +498,38 @@ def test_automated_jobs_neither_count_toward_nor_meet_the_daily_limit(sim: Sim) 
         sim.rig.service.create_backup(who, CreateBackupRequest("rm-charlie"))
     sim.run(at(0, 7, 0))  # after 20 manual jobs, the automated ones go on
     assert len([j for j in sim.jobs("rm-charlie") if j.job_mode == "Automated"]) == 28
+
+
+# -- inside the service ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("asked", [False, True], ids=["default", "scheduler-on"])
+def test_test_services_run_the_scheduler_only_when_asked(tmp_path: Path, asked: bool) -> None:
+    """memory_service (and the fixtures' services) keep the scheduler off, so no test
+    meets an automated job it did not ask for; asked, it runs in Service.start's loops."""
+    settings = Settings(
+        state_dir=tmp_path / "state",
+        port=free_port(),
+        probe_interval_seconds=1,
+        scheduler_interval_seconds=0.1,
+    )
+    clock = ManualClock(MONDAY)
+    memory = memory_service(settings, scheduler=asked, clock=clock)
+    instance_id = memory.add_instance()
+    with memory.service.core.catalog.write() as s:
+        policy = policy_for(s, instance_id)
+        policy.preferred_backup_period = EVERY_DAY
+        s.add(policy)
+    clock.set(MONDAY + timedelta(hours=2) + spread_offset(instance_id) + timedelta(minutes=1))
+    memory.service.start()
+    try:
+        deadline = time.monotonic() + (10 if asked else 1)
+        jobs: list[BackupJob] = []
+        while time.monotonic() < deadline and not jobs:
+            with memory.service.core.catalog.read() as s:
+                jobs = list(s.scalars(select(BackupJob)))
+            time.sleep(0.1)
+    finally:
+        memory.service.stop()
+        memory.service.core.catalog.dispose()
+    assert [j.job_mode for j in jobs] == (["Automated"] if asked else [])

@@ -125,12 +125,21 @@ class Scheduler:
             return []
         started: list[int] = []
         for row_id in self._open_rows():
-            started += self._attempt(row_id)
+            started += self._guarded(row_id)
         for due in self._due(self.clock.now()):
             claimed = self._claim(due)
             if claimed is not None:
-                started += self._attempt(claimed)
+                started += self._guarded(claimed)
         return started
+
+    def _guarded(self, row_id: int) -> list[int]:
+        """One slot's attempt; a failure (the catalog busy, a server refusing) is logged
+        and the slot, still open, retried at the next tick, the other instances served."""
+        try:
+            return self._attempt(row_id)
+        except Exception:
+            log.exception("scheduler: slot %s could not be decided; retried next tick", row_id)
+            return []
 
     def stop(self) -> None:
         self.lease.release()
