@@ -68,7 +68,7 @@ class Sim:
         return Scheduler(
             self.catalog,
             self.rig.service,
-            NamedLease(self.catalog, lease, owner, 120, self.clock),
+            NamedLease(self.catalog, lease, owner, 600, self.clock),
             self.clock,
         )
 
@@ -384,11 +384,11 @@ def test_two_schedulers_on_one_catalog_never_both_fire(catalog: Catalog) -> None
         sim.tick(a)
     assert [slot for _, slot, _, _ in sim.started()] == [at(0, 2, 17), at(1, 2, 17)]
 
-    # a ticks last at 02:10 and dies without releasing: b waits out the lease (120 s)
+    # a ticks last at 02:10 and dies without releasing: b waits out the lease (10 min)
     sim.clock.set(at(2, 2, 10))
     sim.tick(a)
-    sim.clock.set(at(2, 2, 11))
-    assert not b.lease.hold()
+    sim.clock.set(at(2, 2, 19))
+    assert sim.tick(b) == []  # the 02:17 slot is due, but a's lease runs until 02:20
     sim.clock.set(at(2, 2, 20))
     assert len(sim.tick(b)) == 1
     assert sim.tick(a) == []  # and a, come back, does not
