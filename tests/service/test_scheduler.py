@@ -439,20 +439,18 @@ def test_an_instance_not_running_is_skipped_and_recorded(sim: Sim) -> None:
     sim.add("rm-bravo", preferred_backup_period=EVERY_DAY)
     sim.set_status("rm-bravo", "Stopped")
     sim.run(at(0, 3, 0))
-    sim.set_status("rm-bravo", "Unavailable", "Can't connect to server on '127.0.0.1'")
-    sim.run(at(1, 3, 0))
+    down = "Can't connect to server on '127.0.0.1'"
+    sim.set_status("rm-bravo", "Unavailable", down)
+    sim.run(at(1, 3, 0))  # unavailable all through Tuesday's window
+    sim.run(at(2, 2, 30))  # and on Wednesday until 02:30, then it answers again
     sim.set_status("rm-bravo", "Running")
     sim.run(at(2, 3, 0))
     sim.set_status("rm-bravo", "Deleted")
     sim.run(at(5, 3, 0))
     assert sim.decisions("rm-bravo") == [
         (at(0, 2, 17), "Skipped", "the instance was Stopped"),
-        (
-            at(1, 2, 17),
-            "Skipped",
-            "the instance was Unavailable: Can't connect to server on '127.0.0.1'",
-        ),
-        (at(2, 2, 17), "Started", ""),
+        (at(1, 2, 17), "Missed", f"its deadline passed: the instance was Unavailable: {down}"),
+        (at(2, 2, 17), "Started", f"started late: the instance was Unavailable: {down}"),
         (at(3, 2, 17), "Skipped", "the instance was released"),  # once, not every day
     ]
     assert len(sim.jobs("rm-bravo")) == 1

@@ -12,10 +12,12 @@ The decisions (docs/architecture.md, "Scheduler"):
   automated job is created through CreateBackup's own rules (``BackupService``, so the
   one-unfinished-job index, the engine's capabilities and the plan checks hold):
   ``Started``;
-- another job unfinished: ``Deferred``, retried at each tick until the slot's deadline
-  (the window's end or the next slot), then ``Missed`` with the reason;
-- the instance not Running (Stopped, Unavailable, Deleted ...) or the rules refusing:
-  ``Skipped`` with the reason (a released instance is recorded once, not every slot);
+- another job unfinished, or the instance Unavailable or Rebooting (states a server
+  leaves by itself): ``Deferred``, retried at each tick until the slot's deadline (the
+  window's end or the next slot), then ``Missed`` with the reason;
+- the instance otherwise not Running (Stopped, Creating, Deleted ...) or the rules
+  refusing: ``Skipped`` with the reason (a released instance is recorded once, not
+  every slot);
 - slots whose deadlines all passed while no scheduler ran (downtime): one ``CaughtUp``
   backup for the newest of them (a full if any of them was), the count in its reason,
   never one per slot;
@@ -71,6 +73,8 @@ COMPRESSIONS = {"0": "none", "1": "gzip", "2": "gzip"}
 """Policy ``CompressType`` codes this service can honour (1 and 2 are zlib, which is
 gzip's deflate); the others (QuickLZ) take the service's own compression."""
 METHODS = {m.value for m in BackupMethod}
+PASSING = (InstanceStatus.UNAVAILABLE, InstanceStatus.REBOOTING)
+"""States a server leaves by itself (a failed probe, a restart): the slot waits for it."""
 
 
 @dataclass(frozen=True)
@@ -223,8 +227,11 @@ class Scheduler:
         if made is not None:  # created by an attempt that did not get to record it
             return self._started(row, made.id, made.kind, row.reason)
         if now >= row.deadline:
-            why = _join("its deadline passed", row.reason)
-            self._decide(row, ScheduleStatus.MISSED, why.replace(";", ":", 1))
+            why = f"its deadline passed: {row.reason}" if row.reason else "its deadline passed"
+            self._decide(row, ScheduleStatus.MISSED, why)
+            return []
+        if instance.status in PASSING:  # it may answer again inside the slot
+            self._decide(row, ScheduleStatus.DEFERRED, _state(instance))
             return []
         if instance.status != InstanceStatus.RUNNING:
             why = RELEASED if instance.status == InstanceStatus.DELETED else _state(instance)
