@@ -300,6 +300,40 @@ def test_a_first_start_fires_only_what_is_still_open(sim: Sim) -> None:
     assert [slot for _, slot, _, _ in sim.started()] == [at(1, 2, 17)]
 
 
+def test_a_policy_changed_after_its_new_slot_closed_does_not_catch_up(sim: Sim) -> None:
+    sim.add("rm-bravo", preferred_backup_period=EVERY_DAY)
+    sim.run(at(1, 12, 0))  # Monday's and Tuesday's 02:17 backups
+    with sim.catalog.write() as s:  # at Tuesday noon, the window moves to 10:00Z
+        policy = policy_for(s, "rm-bravo")
+        policy.preferred_backup_time = "10:00Z-11:00Z"
+        policy.updated_at = at(1, 12, 0)
+    sim.run(at(2, 12, 0))
+    assert [slot for _, slot, _, _ in sim.started()] == [
+        at(0, 2, 17),
+        at(1, 2, 17),
+        at(2, 10, 17),  # not Tuesday's 10:17, closed before the change
+    ]
+
+
+def test_the_jobs_take_the_policys_method_compression_and_retention(sim: Sim) -> None:
+    sim.add(
+        "rm-bravo",
+        preferred_backup_period=EVERY_DAY,
+        backup_method="Snapshot",
+        compress_type="1",
+        backup_retention_period=45,
+    )
+    sim.add("rm-alpha", preferred_backup_period=EVERY_DAY, compress_type="8")
+    sim.run(at(0, 3, 0))
+    [snapshot], [physical] = sim.jobs("rm-bravo"), sim.jobs("rm-alpha")
+    assert (snapshot.method, snapshot.compression, snapshot.retention_days) == (
+        "Snapshot",
+        "gzip",
+        45,
+    )
+    assert (physical.method, physical.compression, physical.retention_days) == ("Physical", "", 7)
+
+
 # -- a job in the way ---------------------------------------------------------------------
 
 
