@@ -76,13 +76,18 @@ def test_incrementals_fall_between_fulls_on_every_day() -> None:
     assert schedule.incremental_interval(Policy(inc_backup_interval=60)) is None
 
 
-def test_preferred_next_backup_time_is_the_next_full() -> None:
+def test_preferred_next_backup_time_is_the_next_windows_backup() -> None:
     policy = Policy(enable_increment_data_backup=True, inc_backup_interval=60)
     assert schedule.next_backup_time(policy, at(0, 12, 0)) == at(1, 2, 17)
     assert schedule.next_backup_time(policy, at(1, 2, 17)) == at(1, 2, 17)
     assert schedule.next_backup_time(policy, at(1, 2, 18)) == at(3, 2, 17)
     every_hour = Policy(preferred_backup_time="20:00Z-21:00Z", backup_interval="60")
-    assert schedule.next_backup_time(every_hour, at(1, 21, 30)) == at(1, 22, 17)
+    assert schedule.next_backup_time(every_hour, at(1, 21, 30)) == at(3, 20, 17)  # in a window
+    for after in (at(0, 0, 0), at(1, 20, 17), at(5, 23, 59)):  # the scheduler's own slot
+        due = schedule.next_backup_time(every_hour, after)
+        assert Slot(due, due + timedelta(minutes=43), "FullBackup") in schedule.slots(
+            every_hour, after - timedelta(minutes=1), due
+        )
     with pytest.raises(ValueError, match="no backup day"):
         schedule.next_backup_time(Policy(preferred_backup_period=""), MONDAY)
 

@@ -114,12 +114,13 @@ def slots(policy: PolicyTimes, since: datetime, until: datetime) -> list[Slot]:
 
 
 def next_backup_time(policy: PolicyTimes, after: datetime) -> datetime:
-    """The start of the next automated full backup at or after ``after``."""
-    if not backup_days(policy.preferred_backup_period):
-        raise ValueError("the policy has no backup day")
-    for slot in _deadlined(policy, after - timedelta(microseconds=1), after + 8 * DAY):
-        if slot.kind == FULL and slot.due >= after:
-            return slot.due
+    """The start of the next window's backup at or after ``after``: as Alibaba's
+    ``PreferredNextBackupTime``, always inside the window (the extra fulls of
+    ``BackupInterval`` and the incrementals are not it)."""
+    for window in windows(policy, after):
+        due = window.start + spread_offset(policy.instance_id)
+        if due >= after:
+            return due
     raise ValueError("the policy has no backup day")
 
 
