@@ -224,6 +224,7 @@ def start_service(options: Options, servers: dict[str, BenchServer]) -> Bench:
         "compression_threads": options.threads,
         "backup_parallel": options.parallel,
         "daily_backup_limit": 1000,
+        "scheduler_enabled": False,  # no automated backup in the middle of a measurement
     }
     if options.heartbeat is not None:
         settings["heartbeat_seconds"] = options.heartbeat

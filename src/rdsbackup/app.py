@@ -17,6 +17,7 @@ from rdsbackup.api.http import RpcEndpoint, asgi_app
 from rdsbackup.api.protocol import Protocol
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.secrets import SecretBox
+from rdsbackup.clock import Clock, SystemClock
 from rdsbackup.config import Settings
 from rdsbackup.engines.registry import EngineRegistry, default_registry
 from rdsbackup.instances.home import instances_home
@@ -34,11 +35,13 @@ from rdsbackup.ratelimit import Throttle
 from rdsbackup.service.auth import AccountAdmin, KeyStore
 from rdsbackup.service.backups import BackupRules, BackupService
 from rdsbackup.service.instances import InstanceService
+from rdsbackup.service.lease import NamedLease
 from rdsbackup.service.links import LinkMaker, LinkSigner
 from rdsbackup.service.payloads import Payloads
 from rdsbackup.service.policies import PolicyService
 from rdsbackup.service.releases import ReleaseService
 from rdsbackup.service.restores import RestoreService
+from rdsbackup.service.scheduler import LEASE_NAME, Scheduler
 from rdsbackup.storage.base import Storage
 from rdsbackup.storage.local import LocalStorage
 
@@ -101,6 +104,8 @@ class Service:
     janitor: Janitor
     health: HealthMonitor
     asgi: Starlette
+    scheduler: Scheduler | None = None
+    """Automated backups (None or ``scheduler_enabled`` off: no loop)."""
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -118,6 +123,8 @@ class Service:
         self._spawn("reaper", self._reap, max(1.0, s.heartbeat_seconds))
         self._spawn("health", self.health.check_all, s.probe_interval_seconds)
         self._spawn("janitor", self._maintenance, s.janitor_interval_seconds)
+        if self.scheduler is not None and s.scheduler_enabled:
+            self._spawn("scheduler", self.scheduler.tick, s.scheduler_interval_seconds)
 
     def _reap(self) -> None:
         self.janitor.reap_jobs()
@@ -156,6 +163,8 @@ class Service:
         self.restore_runner.fail_abandoned_clones(tasks)
         for thread in self._threads:
             thread.join(timeout=5)
+        if self.scheduler is not None and self.core.settings.scheduler_enabled:
+            self.scheduler.stop()
         if stop_local_servers:
             self.core.supervisor.stop_all(timeout=10)
             stop_leftover_servers()
@@ -177,8 +186,12 @@ class Service:
 
 
 def build_service(
-    settings: Settings, engines: EngineRegistry | None = None, storage: Storage | None = None
+    settings: Settings,
+    engines: EngineRegistry | None = None,
+    storage: Storage | None = None,
+    clock: Clock | None = None,
 ) -> Service:
+    """``clock``: the scheduler's (tests move it; default: the system's UTC clock)."""
     core = build_core(settings, engines, storage)
     leases = Leases(core.catalog, settings.node_id, settings.job_lease_seconds)
     planner = Planner(core.catalog, core.storage, timedelta(hours=settings.full_backup_every_hours))
@@ -236,7 +249,8 @@ def build_service(
         core.catalog, core.instances, core.inventory, restore_dispatcher, core.supervisor
     )
     releases = ReleaseService(core.catalog, core.supervisor, core.storage)
-    policies = PolicyService(core.catalog, core.instances, settings.compression)
+    clock = clock or SystemClock()
+    policies = PolicyService(core.catalog, core.instances, settings.compression, clock=clock)
     services = Services(
         backups,
         core.instances,
@@ -246,6 +260,9 @@ def build_service(
         policies=policies,
     )
     endpoint = RpcEndpoint(protocol, services, actions, settings.host_id)
+    lease = NamedLease(
+        core.catalog, LEASE_NAME, leases.owner, settings.scheduler_lease_seconds, clock
+    )
     return Service(
         core=core,
         leases=leases,
@@ -257,6 +274,7 @@ def build_service(
         janitor=Janitor(core.catalog, leases, core.storage),
         health=HealthMonitor(core.inventory, core.supervisor),
         asgi=asgi_app(endpoint, DownloadEndpoint(links.signer, payloads, settings.host_id)),
+        scheduler=Scheduler(core.catalog, backups, lease, clock),
     )
 
 

@@ -26,9 +26,11 @@ app = typer.Typer(no_args_is_help=True, help="Self-hosted Alibaba Cloud RDS back
 key_app = typer.Typer(no_args_is_help=True, help="Access keys.")
 instance_app = typer.Typer(no_args_is_help=True, help="Database instances.")
 backup_app = typer.Typer(no_args_is_help=True, help="Backup sets.")
+schedule_app = typer.Typer(no_args_is_help=True, help="The scheduler of automated backups.")
 app.add_typer(key_app, name="key")
 app.add_typer(instance_app, name="instance")
 app.add_typer(backup_app, name="backup")
+app.add_typer(schedule_app, name="schedule")
 console = Console()
 
 ConfigOpt = Annotated[
@@ -439,6 +441,39 @@ def _set_store_status(config: Path | None, backup_id: int, status: StoreStatus) 
     with core.catalog.write() as s:
         s.get_one(BackupSet, backup_id).store_status = status
     console.print(f"backup set {backup_id}: StoreStatus={status}")
+
+
+@schedule_app.command("list")
+def schedule_list(
+    config: ConfigOpt = None,
+    instance: Annotated[str | None, typer.Option(help="Only this DBInstanceId.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object a line.")] = False,
+) -> None:
+    """What the scheduler decided for each slot of the backup policies (UTC)."""
+    from rdsbackup.service.scheduler import decisions
+    from rdsbackup.timeutil import to_wire
+
+    found = decisions(_core(config).catalog, instance)
+    if as_json:
+        for d in found:
+            row = {
+                "DBInstanceId": d.instance_id,
+                "Slot": to_wire(d.slot_time),
+                "Deadline": to_wire(d.deadline),
+                "BackupType": d.kind,
+                "Status": d.status,
+                "CatchUp": d.catch_up,
+                "Reason": d.reason,
+                "BackupJobId": "" if d.job_id is None else str(d.job_id),
+                "DecidedAt": to_wire(d.decided_at),
+            }
+            typer.echo(json.dumps(row))
+        return
+    table = Table("DBInstanceId", "Slot", "BackupType", "Status", "BackupJobId", "Reason")
+    for d in found:
+        job = "" if d.job_id is None else str(d.job_id)
+        table.add_row(d.instance_id, to_wire(d.slot_time), d.kind, d.status, job, d.reason)
+    console.print(table)
 
 
 def main() -> None:

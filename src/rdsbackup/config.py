@@ -69,6 +69,14 @@ class Settings(BaseSettings):
     client_token_hours: int = 24
     default_retention_days: int = 7
 
+    scheduler_enabled: bool = True
+    """Automated backups by each instance's backup policy (the scheduler loop of
+    ``rdsbackup serve``; one node of those sharing a catalog runs it, by a lease)."""
+    scheduler_interval_seconds: float = Field(default=30.0, gt=0)
+    """How often the scheduler looks for due backups: a backup starts at most this late."""
+    scheduler_lease_seconds: float = Field(default=120.0, gt=0)
+    """How long the scheduler's lease lasts unrenewed: another node takes over after it."""
+
     full_backup_every_hours: float = 24.0
     """BackupType=Auto takes an incremental while the newest full set is younger than this."""
 

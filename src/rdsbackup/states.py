@@ -154,3 +154,25 @@ class KeyStatus(enum.StrEnum):
 
     ACTIVE = "Active"
     INACTIVE = "Inactive"
+
+
+class ScheduleStatus(enum.StrEnum):
+    """What the scheduler decided for one slot of a backup policy (extension:
+    ``scheduled_backups``, ``rdsbackup schedule list``)."""
+
+    PENDING = "Pending"
+    """Claimed; its job is being created (a crash here is resumed at the next tick)."""
+    STARTED = "Started"
+    """Its automated job was created inside the slot."""
+    CAUGHT_UP = "CaughtUp"
+    """The one backup started after the scheduler was not running when slots were due."""
+    DEFERRED = "Deferred"
+    """Another job of the instance was unfinished; retried until the slot's deadline."""
+    SKIPPED = "Skipped"
+    """Not started: the instance was not Running, or the rules refused (reason says)."""
+    MISSED = "Missed"
+    """The deadline passed while it was deferred (reason says why)."""
+
+
+SCHEDULE_OPEN = (ScheduleStatus.PENDING, ScheduleStatus.DEFERRED)
+"""Decisions the scheduler still works on."""

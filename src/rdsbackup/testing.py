@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -22,6 +22,7 @@ from cryptography.fernet import Fernet
 from rdsbackup.app import Service, build_service
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.secrets import SecretBox
+from rdsbackup.clock import Clock
 from rdsbackup.config import Settings
 from rdsbackup.engines.base import ServerAccess
 from rdsbackup.engines.memory import MemoryEngine, MemoryServer
@@ -160,33 +161,10 @@ class MemoryService:
     engine: MemoryEngine
     storage: MemoryStorage
 
-    @contextmanager
-    def serving(self, timeout: float = 10.0) -> Iterator[str]:
+    def serving(self, timeout: float = 10.0) -> AbstractContextManager[str]:
         """The ASGI app over HTTP (uvicorn in a thread) on the settings' host and port,
         for clients that need a socket (the official SDKs); yields ``host:port``."""
-        import uvicorn
-
-        settings = self.service.core.settings
-        config = uvicorn.Config(
-            self.service.asgi,
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            access_log=False,
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not start on {settings.host}:{settings.port}")
-            time.sleep(0.01)
-        try:
-            yield f"{settings.host}:{settings.port}"
-        finally:
-            server.should_exit = True
-            thread.join(timeout)
+        return serving(self.service, timeout)
 
     def add_instance(
         self, server: MemoryServer | None = None, *, account: str = "a", engine: str = "MariaDB"
@@ -199,10 +177,44 @@ class MemoryService:
         return instance_id
 
 
-def memory_service(settings: Settings) -> MemoryService:
+def memory_service(
+    settings: Settings, *, scheduler: bool = False, clock: Clock | None = None
+) -> MemoryService:
     """The whole service through the composition root, on memory servers and storage
     (the catalog is the settings' one: SQLite under ``state_dir`` by default). Call
-    ``service.start()`` for the background loops, ``service.stop()`` after."""
+    ``service.start()`` for the background loops, ``service.stop()`` after. The
+    scheduler is off unless ``scheduler`` (then on ``clock``, default the system's): no
+    test meets an automated job it did not ask for."""
     engine, storage = MemoryEngine(), MemoryStorage()
-    service = build_service(settings, memory_registry(engine), storage)
+    settings = settings.model_copy(update={"scheduler_enabled": scheduler})
+    service = build_service(settings, memory_registry(engine), storage, clock)
     return MemoryService(service, engine, storage)
+
+
+@contextmanager
+def serving(service: Service, timeout: float = 10.0) -> Iterator[str]:
+    """``service``'s ASGI app over HTTP (uvicorn in a thread) on its settings' host and
+    port, for clients that need a socket (the official SDKs); yields ``host:port``."""
+    import uvicorn
+
+    settings = service.core.settings
+    config = uvicorn.Config(
+        service.asgi,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"uvicorn did not start on {settings.host}:{settings.port}")
+        time.sleep(0.01)
+    try:
+        yield f"{settings.host}:{settings.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)

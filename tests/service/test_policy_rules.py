@@ -16,6 +16,7 @@ from sqlalchemy import func, select, update
 
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import BackupPolicy, Instance
+from rdsbackup.clock import ManualClock
 from rdsbackup.schedule import WINDOW, backup_days, window_start_minutes
 from rdsbackup.service import errors
 from rdsbackup.service.auth import Principal
@@ -68,7 +69,7 @@ def make_policies(catalog: Catalog) -> Policies:
     instance_id, who = rig.add_instance(account="owner")
     stranger = Principal(rig.accounts.ensure_account("stranger"), "stranger", "AK2")
     service = PolicyService(
-        catalog, InstanceService(catalog, rig.inventory), "zstd", clock=lambda: NOW
+        catalog, InstanceService(catalog, rig.inventory), "zstd", clock=ManualClock(NOW)
     )
     return Policies(service, catalog, who, stranger, instance_id, rig)
 

@@ -32,6 +32,7 @@ from rdsbackup.states import (
     LockMode,
     MetaStatus,
     RestoreStatus,
+    ScheduleStatus,
     StoreStatus,
     TaskAction,
 )
@@ -330,3 +331,44 @@ class Nonce(Base):
     access_key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     nonce: Mapped[str] = mapped_column(String(128), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class Lease(Base):
+    """A named lease (the scheduler's): one owner at a time, until ``expires_at``. Taken
+    with a conditional UPDATE (or the INSERT of a new row), so two nodes on one catalog
+    never both hold it."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255))
+    acquired_at: Mapped[datetime] = mapped_column(DateTime)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ScheduledBackup(Base):
+    """One decision of the scheduler: a slot of an instance's backup policy and what
+    became of it. The unique (instance, slot) key makes a slot decided once, whatever
+    the clock or the number of schedulers does."""
+
+    __tablename__ = "scheduled_backups"
+    __table_args__ = (
+        Index("uq_scheduled_backups_instance_slot", "instance_id", "slot_time", unique=True),
+        Index("ix_scheduled_backups_status", "status"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+    slot_time: Mapped[datetime] = mapped_column(DateTime)
+    """When the policy wanted the backup (UTC)."""
+    deadline: Mapped[datetime] = mapped_column(DateTime)
+    """The last moment (exclusive) it may start: the window's end or the next slot."""
+    kind: Mapped[str] = mapped_column(String(32))
+    """``FullBackup`` or ``IncrementalBackup``: what was started (else wanted)."""
+    status: Mapped[str] = mapped_column(String(16), default=ScheduleStatus.PENDING)
+    catch_up: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    job_id: Mapped[int | None] = mapped_column(Integer)
+    decided_at: Mapped[datetime] = mapped_column(DateTime)
+    """The scheduler's clock when the decision was last changed."""

@@ -6,6 +6,11 @@ partial unique index ``uq_backup_jobs_one_unfinished`` admits one unfinished job
 instance, the instance row is locked (PostgreSQL ``FOR UPDATE``; SQLite takes its
 write lock at ``BEGIN IMMEDIATE``) while the day's jobs are counted, and
 ``uq_backup_jobs_client_token`` makes a ClientToken create at most one job.
+
+Automated jobs (the scheduler's, ``job_mode=Automated``) go through the same rules but
+two: the 20-a-day cap is CreateBackup's (it counts Manual jobs and applies to them only;
+the policy bounds the automated ones), and ``manual_backup_enabled`` is about on-demand
+backups only.
 """
 
 from __future__ import annotations
@@ -129,7 +134,7 @@ class BackupService:
         instance = self.instances.get(who, req.instance_id)
         if req.resource_group_id and req.resource_group_id != instance.resource_group_id:
             raise errors.InstanceNotFound()
-        self._check_instance(instance)  # before any check that talks to the server
+        self._check_instance(instance, req.job_mode)  # before anything asks the server
         kind = BackupKind.INCREMENTAL if req.backup_type == "IncrementalBackup" else BackupKind.FULL
         plan = BackupPlan(
             method=BackupMethod(req.method),
@@ -161,7 +166,7 @@ class BackupService:
         now = utcnow()
         with self.catalog.write() as s:
             instance = self._lock_instance(s, who, req.instance_id)
-            self._check_instance(instance)
+            self._check_instance(instance, req.job_mode)
             active = s.scalar(
                 select(BackupJob.id).where(
                     BackupJob.instance_id == instance.id, BackupJob.status.in_(JOB_UNFINISHED)
@@ -169,15 +174,17 @@ class BackupService:
             )
             if active is not None:
                 raise errors.BackupJobExists()
-            today = s.scalar(
-                select(func.count(BackupJob.id)).where(
-                    BackupJob.instance_id == instance.id,
-                    BackupJob.created_day == utc_day(now),
-                    BackupJob.status != JobStatus.FAILED,
+            if req.job_mode == BackupMode.MANUAL:
+                today = s.scalar(
+                    select(func.count(BackupJob.id)).where(
+                        BackupJob.instance_id == instance.id,
+                        BackupJob.created_day == utc_day(now),
+                        BackupJob.status != JobStatus.FAILED,
+                        BackupJob.job_mode == BackupMode.MANUAL,
+                    )
                 )
-            )
-            if (today or 0) >= self.rules.daily_limit:
-                raise errors.BackupQuotaExceeded()
+                if (today or 0) >= self.rules.daily_limit:
+                    raise errors.BackupQuotaExceeded()
             if req.client_token:
                 self._release_old_token(s, who, req.client_token, now)
             job = BackupJob(
@@ -217,10 +224,10 @@ class BackupService:
         return instance
 
     @staticmethod
-    def _check_instance(instance: Instance | InstanceView) -> None:
+    def _check_instance(instance: Instance | InstanceView, job_mode: str) -> None:
         if instance.status != InstanceStatus.RUNNING or instance.lock_mode != LockMode.UNLOCK:
             raise errors.IncorrectInstanceState(instance.status_reason)
-        if not instance.manual_backup_enabled:
+        if job_mode == BackupMode.MANUAL and not instance.manual_backup_enabled:
             raise errors.OperationDenied("on-demand backups are disabled for this instance")
         if instance.read_only:
             raise errors.OperationDenied("the instance is read-only")

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import DELETED, BackupPolicy, Instance, policy_for
+from rdsbackup.clock import Clock, SystemClock
 from rdsbackup.compress_types import CODES, code_of, compression_of
 from rdsbackup.engines.base import BackupMethod, BackupPlan, EngineError
 from rdsbackup.engines.base import UnsupportedPlan as EngineRefused
@@ -38,7 +39,6 @@ from rdsbackup.service.auth import Principal
 from rdsbackup.service.instances import InstanceService
 from rdsbackup.service.views import InstanceView
 from rdsbackup.states import InstanceStatus, LockMode
-from rdsbackup.timeutil import utcnow
 
 
 class PolicyMode(enum.StrEnum):
@@ -159,12 +159,12 @@ class PolicyService:
         catalog: Catalog,
         instances: InstanceService,
         default_compression: str = "zstd",
-        clock: Callable[[], datetime] = utcnow,
+        clock: Clock | None = None,
     ) -> None:
         self.catalog = catalog
         self.instances = instances
         self.default_compression = default_compression
-        self.clock = clock
+        self.clock = clock or SystemClock()
 
     def describe(self, who: Principal, instance_id: str) -> PolicyView:
         """Any visible instance, whatever its state; nothing is written."""
@@ -185,7 +185,7 @@ class PolicyService:
             _combine(policy, values, row.engine)
             for name, value in values.items():
                 setattr(policy, name, value)
-            policy.updated_at = self.clock()
+            policy.updated_at = self.clock.now()
             s.add(policy)
             s.flush()
             return self._view(policy)
@@ -196,7 +196,7 @@ class PolicyService:
         return PolicyView(
             **stored,
             compression=compression_of(policy.compress_type, self.default_compression),
-            next_backup_time=next_backup_time(policy, self.clock()),
+            next_backup_time=next_backup_time(policy, self.clock.now()),
         )
 
     def _check_method(self, instance_id: str, method: str) -> None:
