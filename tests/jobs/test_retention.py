@@ -132,9 +132,12 @@ def test_a_full_and_three_incrementals_go_only_as_a_chain_and_incrementals_first
 
 
 def test_a_set_in_use_stays_past_its_expiry(store: Store) -> None:
-    restoring = add_set(store.catalog, store.storage, INSTANCE, T0, 7)
-    other = add_set(store.catalog, store.storage, INSTANCE, T0, 7)
-    failed = add_set(store.catalog, store.storage, INSTANCE, T0, 7, status="Failed")
+    older = add_set(store.catalog, store.storage, INSTANCE, T0, 7)
+    restoring = add_set(store.catalog, store.storage, INSTANCE, T0 + timedelta(hours=1), 7)
+    newest = add_set(store.catalog, store.storage, INSTANCE, T0 + timedelta(hours=2), 7)
+    failed = add_set(
+        store.catalog, store.storage, INSTANCE, T0 + timedelta(hours=3), 7, status="Failed"
+    )
     with store.catalog.write() as s:
         task = RestoreTask(
             account_id=1,
@@ -155,19 +158,20 @@ def test_a_set_in_use_stays_past_its_expiry(store: Store) -> None:
         )
         s.add_all([task, job])
     later = T0 + timedelta(days=8)
-    # A backup job may build on any successful set of its instance; a failed one can go.
+    # The running job may build an incremental on the newest full set, not on older ones.
     assert store.reasons(later) == {
+        older: Reason.EXPIRED,
         restoring: Reason.IN_USE,
-        other: Reason.IN_USE,
+        newest: Reason.IN_USE,
         failed: Reason.EXPIRED,
     }
     with store.catalog.write() as s:
         s.get_one(BackupJob, job.id).status = "Finished"
-    assert store.reasons(later)[other] == Reason.EXPIRED
+    assert store.reasons(later)[newest] == Reason.EXPIRED
     assert store.reasons(later)[restoring] == Reason.IN_USE
     with store.catalog.write() as s:
         s.get_one(RestoreTask, task.id).status = "Finished"
-    assert sorted(store.retention.run(later)) == [restoring, other, failed]
+    assert sorted(store.retention.run(later)) == [older, restoring, newest, failed]
 
 
 def _year_then_apply(store: Store, kept: Callable[[datetime], bool]) -> None:

@@ -276,7 +276,7 @@ class BackupSet(Base):
     encryption: Mapped[str] = mapped_column(String(256), default="{}")
     retention_days: Mapped[int | None] = mapped_column(Integer)
     expire_time: Mapped[datetime | None] = mapped_column(DateTime)
-    parent_id: Mapped[int | None] = mapped_column(ForeignKey("backup_sets.id"))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("backup_sets.id"), index=True)
     failed_reason: Mapped[str] = mapped_column(Text, default="")
     fingerprints: Mapped[str] = mapped_column(Text, default="", server_default="")
     """JSON ``{table: [rows, checksum]}`` the set must restore to (see jobs/restore.py)."""
@@ -302,7 +302,9 @@ class BackupObject(Base):
     __tablename__ = "backup_objects"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    backup_id: Mapped[int] = mapped_column(ForeignKey("backup_sets.id", ondelete="CASCADE"))
+    backup_id: Mapped[int] = mapped_column(
+        ForeignKey("backup_sets.id", ondelete="CASCADE"), index=True
+    )
     name: Mapped[str] = mapped_column(String(512))
     size: Mapped[int] = mapped_column(BigInteger)
     raw_size: Mapped[int] = mapped_column(BigInteger)

@@ -29,6 +29,9 @@ from rdsbackup.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
+BATCH = 100
+"""Sets whose records are dropped in one transaction (after all their objects went)."""
+
 
 def mark_deleting(s: Session, sets: Iterable[BackupSet], now: datetime | None = None) -> list[int]:
     """Mark the sets as being deleted (commit, then ``finish_removals``); returns ids."""
@@ -56,26 +59,33 @@ def finish_removals(
             query = query.where(BackupSet.id.in_(list(ids)))
         marked = list(s.execute(query.order_by(BackupSet.id.desc())))
     removed: list[int] = []
-    for backup_id, prefix in marked:
-        if prefix:
+    for start in range(0, len(marked), BATCH):
+        gone: list[int] = []
+        for backup_id, prefix in marked[start : start + BATCH]:
             try:
-                storage.delete_prefix(prefix)
+                if prefix:
+                    storage.delete_prefix(prefix)
             except Exception:
                 log.exception(
                     "deleting the objects of backup set %s failed; retried later", backup_id
                 )
                 continue
-        if _drop_record(catalog, backup_id):
-            removed.append(backup_id)
+            gone.append(backup_id)
+        removed += _drop_records(catalog, gone)
     return removed
 
 
-def _drop_record(catalog: Catalog, backup_id: int) -> bool:
+def _drop_records(catalog: Catalog, ids: list[int]) -> list[int]:
+    """Drop the records of sets whose objects are gone, newest first, in one transaction;
+    a set whose incremental is still there (its removal failed) waits for it."""
+    dropped: list[int] = []
     with catalog.write() as s:
-        child = s.scalar(select(BackupSet.id).where(BackupSet.parent_id == backup_id).limit(1))
-        if child is not None:  # its incremental's removal failed: the parent waits for it
-            log.warning("backup set %s waits for its incremental %s to go", backup_id, child)
-            return False
-        s.execute(delete(BackupObject).where(BackupObject.backup_id == backup_id))
-        s.execute(delete(BackupSet).where(BackupSet.id == backup_id))
-    return True
+        for backup_id in ids:
+            child = s.scalar(select(BackupSet.id).where(BackupSet.parent_id == backup_id).limit(1))
+            if child is not None:
+                log.warning("backup set %s waits for its incremental %s to go", backup_id, child)
+                continue
+            s.execute(delete(BackupObject).where(BackupObject.backup_id == backup_id))
+            s.execute(delete(BackupSet).where(BackupSet.id == backup_id))
+            dropped.append(backup_id)
+    return dropped

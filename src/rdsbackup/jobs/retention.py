@@ -96,6 +96,8 @@ def _decisions(s: Session, now: datetime, instance_id: str | None) -> list[Decis
             parent_id=b.parent_id,
             pinned=b.pinned,
             locked=b.store_status != StoreStatus.ENABLED,
+            method=b.method,
+            end_time=b.end_time,
         )
         for b in rows
     ]

@@ -6,8 +6,9 @@ means kept forever). It is then removed unless, in this order:
 
 - it is pinned (``rdsbackup backup pin``): kept forever;
 - it is locked (StoreStatus=Disabled, ``rdsbackup backup lock``);
-- it is in use: a restore task reads it, or a backup job runs on its instance (the job
-  may build an incremental on it);
+- it is in use: a restore task reads it, or a backup job runs on its instance and may
+  build an incremental on it (the newest full set of its method and the incrementals on
+  it);
 - a GFS count of its instance's policy keeps it (extension): the first successful full
   set of each of the N newest weeks / months / years that have one;
 - an archive rule of its instance's policy keeps it until its archive period ends
@@ -62,6 +63,8 @@ class SetFacts:
     parent_id: int | None = None
     pinned: bool = False
     locked: bool = False
+    method: str = "Physical"
+    end_time: datetime | None = None
 
     @property
     def archivable(self) -> bool:
@@ -114,6 +117,8 @@ class Decision:
 class _Kept:
     archive_until: dict[int, datetime] = field(default_factory=dict)
     gfs: dict[int, str] = field(default_factory=dict)
+    parents: set[int] = field(default_factory=set)
+    """Sets a running backup job may build on (see ``possible_parents``)."""
 
 
 def decide(
@@ -127,6 +132,8 @@ def decide(
     for instance_id in sorted(by_instance):
         group = by_instance[instance_id]
         kept = _kept_by_policy(group, rules.get(instance_id, KeepRules()))
+        if instance_id in busy.backing_up:
+            kept.parents = possible_parents(group)
         own = {
             b.id: _decide_one(b, kept, busy, now)
             for b in group
@@ -157,7 +164,7 @@ def _decide_one(b: SetFacts, kept: _Kept, busy: Busy, now: datetime) -> Decision
         return verdict(Reason.LOCKED, "StoreStatus is Disabled (locked)")
     if b.id in busy.reading:
         return verdict(Reason.IN_USE, "a restore task reads it")
-    if b.instance_id in busy.backing_up and b.status == BackupStatus.SUCCESS:
+    if b.id in kept.parents:
         return verdict(Reason.IN_USE, "a backup job runs on its instance and may build on it")
     if b.id in kept.gfs:
         return verdict(Reason.GFS, kept.gfs[b.id])
@@ -190,6 +197,32 @@ def _keep_chains(group: Sequence[SetFacts], own: dict[int, Decision]) -> None:
             f"incremental {child.id} builds on it",
         )
         work.append(parent)
+
+
+def possible_parents(group: Sequence[SetFacts]) -> set[int]:
+    """What the incremental planner may choose from (jobs/planning.py): per method and
+    strategy, the newest successful full set and the incrementals built on it."""
+    ok = [b for b in group if b.status == BackupStatus.SUCCESS]
+    by_id = {b.id: b for b in ok}
+    found: set[int] = set()
+    for method, strategy in {(b.method, b.strategy) for b in ok}:
+        same = [b for b in ok if (b.method, b.strategy) == (method, strategy)]
+        fulls = [b for b in same if b.kind == "FullBackup"]
+        if not fulls:
+            continue
+        root = max(fulls, key=lambda b: (b.end_time or b.start_time, b.id))
+        found |= {b.id for b in same if _root_of(b, by_id) == root.id}
+    return found
+
+
+def _root_of(b: SetFacts, by_id: dict[int, SetFacts]) -> int | None:
+    seen = 0
+    while b.parent_id is not None:
+        parent = by_id.get(b.parent_id)
+        if parent is None or seen > 10_000:
+            return None
+        b, seen = parent, seen + 1
+    return b.id
 
 
 def _kept_by_policy(group: Sequence[SetFacts], rules: KeepRules) -> _Kept:

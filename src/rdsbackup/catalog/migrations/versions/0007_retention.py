@@ -1,4 +1,4 @@
-"""retention (issue 11): pinned sets, sets being deleted, GFS counts
+"""retention (issue 11): pinned sets, sets being deleted, GFS counts, removal indexes
 
 Revision ID: 0007
 Revises: 0006
@@ -27,9 +27,15 @@ def upgrade() -> None:
     with op.batch_alter_table("backup_policies") as batch_op:
         for name in GFS:
             batch_op.add_column(sa.Column(name, sa.Integer(), nullable=False, server_default="0"))
+    # Removing a set looks up its objects and its incrementals (and so do the foreign
+    # keys' checks): without these, each removal scanned both tables.
+    op.create_index("ix_backup_objects_backup_id", "backup_objects", ["backup_id"])
+    op.create_index("ix_backup_sets_parent_id", "backup_sets", ["parent_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_backup_sets_parent_id", "backup_sets")
+    op.drop_index("ix_backup_objects_backup_id", "backup_objects")
     with op.batch_alter_table("backup_policies") as batch_op:
         for name in GFS:
             batch_op.drop_column(name)
