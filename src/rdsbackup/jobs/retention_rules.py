@@ -1,7 +1,7 @@
 """Which backup sets retention removes, and why: pure functions over plain facts.
 
 A set is considered once it is past its expiry (``expire_time``, DescribeBackups'
-``ExpectExpireTime``: its start plus the BackupRetentionPeriod it was taken with; none
+``ExpectExpireTime``: its end plus the BackupRetentionPeriod it was taken with; none
 means kept forever). It is then removed unless, in this order:
 
 - it is pinned (``rdsbackup backup pin``): kept forever;
