@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -51,9 +50,8 @@ class Store:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
-    catalog.upgrade()
+def store(catalog: Catalog) -> Store:
+    """On SQLite and on PostgreSQL (tests/fixtures/catalogs.py)."""
     add_instance(catalog, INSTANCE)
     storage = MemoryStorage()
     return Store(catalog, storage, Retention(catalog, storage))

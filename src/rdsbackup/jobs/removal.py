@@ -61,7 +61,12 @@ def finish_removals(
     removed: list[int] = []
     for start in range(0, len(marked), BATCH):
         gone: list[int] = []
-        for backup_id, prefix in marked[start : start + BATCH]:
+        batch = marked[start : start + BATCH]
+        needed = _needed(catalog, [backup_id for backup_id, _ in batch])
+        for backup_id, prefix in batch:
+            if backup_id in needed:
+                log.error("backup set %s is marked but a live set builds on it: kept", backup_id)
+                continue
             try:
                 if prefix:
                     storage.delete_prefix(prefix)
@@ -73,6 +78,18 @@ def finish_removals(
             gone.append(backup_id)
         removed += _drop_records(catalog, gone)
     return removed
+
+
+def _needed(catalog: Catalog, ids: list[int]) -> set[int]:
+    """Those of ``ids`` an incremental not being removed builds on (callers never mark a
+    parent without its incrementals; this guards the objects if one did)."""
+    with catalog.read() as s:
+        parents = s.scalars(
+            select(BackupSet.parent_id).where(
+                BackupSet.parent_id.in_(ids), BackupSet.deleting_at.is_(None)
+            )
+        )
+        return {p for p in parents if p is not None}
 
 
 def _drop_records(catalog: Catalog, ids: list[int]) -> list[int]:

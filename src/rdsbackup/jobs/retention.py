@@ -57,6 +57,13 @@ class Retention:
         if not wanted:
             return []
         with self.catalog.write() as s:
+            if not self.catalog.is_sqlite:  # SQLite's write lock is taken at BEGIN
+                instances = {d.instance_id for d in plan.removals}
+                s.execute(  # a pin racing this waits, and sees the set being removed
+                    select(BackupSet.id)
+                    .where(BackupSet.instance_id.in_(instances))
+                    .with_for_update()
+                )
             fresh = _decisions(s, plan.now, plan.instance_id)
             going = [d.backup_id for d in fresh if d.remove and d.backup_id in wanted]
             marked = mark_deleting(
