@@ -72,6 +72,8 @@ def test_pin_keeps_a_set_out_of_the_plan_until_unpinned(state: State) -> None:
 
     assert state.run("backup", "unpin", str(state.old)).exit_code == 0
     assert {r["Action"] for r in state.rows("--instance", INSTANCE)} == {"Remove"}
+    assert state.rows("--at", "2025-01-08T01:59:00Z") == []  # a minute before the expiry
+    assert len(state.rows("--at", "2025-01-08T02:01:00Z")) == 2
 
 
 def test_plan_changes_nothing_and_apply_removes(state: State) -> None:
@@ -111,3 +113,4 @@ def test_unknown_names_are_refused(state: State) -> None:
     assert pin.exit_code == 1 and "no backup set 999" in pin.output
     plan = state.run("retention", "plan", "--instance", "rm-nope")
     assert plan.exit_code == 1 and "no instance rm-nope" in plan.output
+    assert state.run("retention", "plan", "--at", "next week").exit_code == 2

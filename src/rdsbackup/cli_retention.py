@@ -15,7 +15,7 @@ from rdsbackup.app import Core, build_core
 from rdsbackup.config import load_settings
 from rdsbackup.jobs.retention import Retention, RetentionPlan
 from rdsbackup.jobs.retention_rules import Decision
-from rdsbackup.timeutil import to_wire
+from rdsbackup.timeutil import WIRE_SECONDS, parse_wire, to_wire
 
 retention_app = typer.Typer(
     no_args_is_help=True, help="Retention of backup sets: what expires, what stays, and why."
@@ -46,12 +46,23 @@ def _core(config: Path | None, instance_id: str | None = None) -> Core:
 
 @retention_app.command("plan")
 def retention_plan(
-    instance: InstanceOpt = None, as_json: JsonOpt = False, config: ConfigOpt = None
+    instance: InstanceOpt = None,
+    as_json: JsonOpt = False,
+    at: Annotated[
+        str | None, typer.Option(help="Plan as at this UTC time (yyyy-MM-ddTHH:mm:ssZ).")
+    ] = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Dry run: list every set past its retention, whether it would go, and why.
     Changes nothing."""
+    when = None
+    if at is not None:
+        try:
+            when = parse_wire(at, WIRE_SECONDS)
+        except ValueError:
+            raise typer.BadParameter("expected yyyy-MM-ddTHH:mm:ssZ", param_hint="--at") from None
     core = _core(config, instance)
-    _show(Retention(core.catalog, core.storage).plan(instance_id=instance), as_json)
+    _show(Retention(core.catalog, core.storage).plan(when, instance_id=instance), as_json)
 
 
 @retention_app.command("apply")
