@@ -79,7 +79,11 @@ def test_pin_keeps_a_set_out_of_the_plan_until_unpinned(state: State) -> None:
 def test_plan_changes_nothing_and_apply_removes(state: State) -> None:
     def snapshot() -> tuple[list[tuple[Any, ...]], set[int]]:
         with state.catalog.read() as s:
-            rows = s.execute(select(BackupSet.id, BackupSet.is_avail, BackupSet.deleting_at))
+            rows = s.execute(
+                select(BackupSet.id, BackupSet.is_avail, BackupSet.deleting_at).order_by(
+                    BackupSet.id
+                )
+            )
             return [tuple(r) for r in rows], stored_sets(state.storage, INSTANCE)
 
     before = snapshot()

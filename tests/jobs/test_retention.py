@@ -17,7 +17,9 @@ from rdsbackup.catalog.models import BackupJob, BackupSet, RestoreTask, policy_f
 from rdsbackup.jobs.retention import Retention
 from rdsbackup.jobs.retention_rules import Reason
 from rdsbackup.jobs.sets import SetStore
+from rdsbackup.service import errors
 from rdsbackup.service.backups import BackupFilter
+from rdsbackup.storage.base import StorageError
 from rdsbackup.storage.memory import MemoryStorage
 from rdsbackup.timeutil import utcnow
 from tests.fixtures.backup_sets import T0, add_instance, add_set, daily_sets, set_ids, stored_sets
@@ -287,7 +289,9 @@ def test_a_dry_run_changes_nothing(store: Store) -> None:
     def snapshot() -> tuple[list[tuple[Any, ...]], list[str]]:
         with store.catalog.read() as s:
             rows = s.execute(
-                select(BackupSet.id, BackupSet.is_avail, BackupSet.deleting_at, BackupSet.pinned)
+                select(
+                    BackupSet.id, BackupSet.is_avail, BackupSet.deleting_at, BackupSet.pinned
+                ).order_by(BackupSet.id)
             ).all()
         return [tuple(r) for r in rows], list(store.storage.list(INSTANCE))
 
@@ -312,3 +316,52 @@ def test_the_janitor_and_describe_backups_agree(rig: Rig) -> None:
     listed = rig.service.describe_backups(rig.who, rig.instance_id, BackupFilter(), 1, 30).items
     assert [b.id for b in listed] == [pinned]
     assert _backup(listed[0])["Pinned"] is True
+
+
+class FlakyStorage(MemoryStorage):
+    """Memory storage whose next ``failures`` prefix deletions fail."""
+
+    failures = 0
+
+    def delete_prefix(self, prefix: str) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise StorageError("the store is unreachable")
+        return super().delete_prefix(prefix)
+
+
+def test_a_failed_object_deletion_leaves_the_chain_marked_and_the_next_pass_ends_it(
+    catalog: Catalog,
+) -> None:
+    add_instance(catalog, INSTANCE)
+    storage = FlakyStorage()
+    full = add_set(catalog, storage, INSTANCE, T0, 7)
+    inc = add_set(catalog, storage, INSTANCE, T0, 7, kind="IncrementalBackup", parent_id=full)
+    retention = Retention(catalog, storage)
+    storage.failures = 1  # the incremental's objects (it goes first)
+    assert retention.run(T0 + timedelta(days=8)) == []  # the full set waits for it
+    with catalog.read() as s:
+        rows = s.execute(
+            select(BackupSet.id, BackupSet.is_avail, BackupSet.deleting_at).order_by(BackupSet.id)
+        ).all()
+    assert [(i, avail, when is not None) for i, avail, when in rows] == [
+        (full, False, True),
+        (inc, False, True),
+    ]
+    assert stored_sets(storage, INSTANCE) == {inc}  # the full set's objects are gone
+    assert retention.plan(T0 + timedelta(days=8)).decisions == []  # nothing to decide again
+    assert retention.run(T0 + timedelta(days=8)) == [inc, full]
+    assert set_ids(catalog) == stored_sets(storage, INSTANCE) == set()
+
+
+def test_delete_backup_still_takes_a_pinned_set_but_not_a_locked_one(rig: Rig) -> None:
+    pinned = rig.run(method="Logical").backup_id or 0
+    locked = rig.run(method="Logical").backup_id or 0
+    with rig.catalog.write() as s:
+        s.get_one(BackupSet, pinned).pinned = True
+        s.get_one(BackupSet, locked).store_status = "Disabled"
+    rig.service.delete_backups(rig.who, rig.instance_id, [pinned])
+    with pytest.raises(errors.BackupLocked):
+        rig.service.delete_backups(rig.who, rig.instance_id, [locked])
+    assert set_ids(rig.catalog) == {locked}
+    assert list(rig.storage.list(f"{rig.instance_id}/{pinned}")) == []
