@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from rdsbackup.states import BackupStatus
@@ -185,16 +185,11 @@ def _keep_chains(group: Sequence[SetFacts], own: dict[int, Decision]) -> None:
         parent = by_id.get(child.parent_id) if child.parent_id is not None else None
         if parent is None or parent.id not in own or not own[parent.id].remove:
             continue
-        was = own[parent.id]
-        own[parent.id] = Decision(
-            was.backup_id,
-            was.instance_id,
-            was.kind,
-            was.status,
-            was.start_time,
-            was.expire_time,
-            Reason.NEEDED_BY_INCREMENTAL,
-            f"incremental {child.id} builds on it",
+        own[parent.id] = replace(
+            own[parent.id],
+            reason=Reason.NEEDED_BY_INCREMENTAL,
+            detail=f"incremental {child.id} builds on it",
+            keep_until=None,
         )
         work.append(parent)
 
