@@ -113,6 +113,7 @@ class Service:
         """Fail what died with an earlier process, start local servers, resume queued
         jobs, then start the loops."""
         self._reap()
+        self.janitor.resume_removals()  # sets a killed process left half removed
         self.core.supervisor.start_all()
         self.health.check_all()
         for job_id in self.leases.pending():

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from rdsbackup import logs
 from rdsbackup.app import Core, Service, build_core, build_service
+from rdsbackup.cli_retention import backup_pin, backup_unpin, retention_app
 from rdsbackup.config import Settings, load_settings
 from rdsbackup.instances.inventory import Registration
 from rdsbackup.memory import bound_heap
@@ -31,6 +32,9 @@ app.add_typer(key_app, name="key")
 app.add_typer(instance_app, name="instance")
 app.add_typer(backup_app, name="backup")
 app.add_typer(schedule_app, name="schedule")
+app.add_typer(retention_app, name="retention")
+backup_app.command("pin")(backup_pin)
+backup_app.command("unpin")(backup_unpin)
 console = Console()
 
 ConfigOpt = Annotated[

@@ -18,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
@@ -163,6 +164,12 @@ class BackupPolicy(Base):
     log_backup_local_retention_number: Mapped[int] = mapped_column(Integer, default=60)
     log_backup_frequency: Mapped[str] = mapped_column(String(16), default="")
     updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Extension (migration 0007): grandfather-father-son counts, 0 = off. The first
+    # successful full set of each of the N newest weeks / months / years that have one
+    # is kept past its retention (jobs/retention_rules.py).
+    gfs_weekly_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    gfs_monthly_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    gfs_yearly_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 def policy_for(s: Session, instance_id: str) -> BackupPolicy:
@@ -272,7 +279,7 @@ class BackupSet(Base):
     encryption: Mapped[str] = mapped_column(String(256), default="{}")
     retention_days: Mapped[int | None] = mapped_column(Integer)
     expire_time: Mapped[datetime | None] = mapped_column(DateTime)
-    parent_id: Mapped[int | None] = mapped_column(ForeignKey("backup_sets.id"))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("backup_sets.id"), index=True)
     failed_reason: Mapped[str] = mapped_column(Text, default="")
     fingerprints: Mapped[str] = mapped_column(Text, default="", server_default="")
     """JSON ``{table: [rows, checksum]}`` the set must restore to (see jobs/restore.py)."""
@@ -283,6 +290,11 @@ class BackupSet(Base):
     verify_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
     verified_at: Mapped[datetime | None] = mapped_column(DateTime)
     restore_seconds: Mapped[float | None] = mapped_column(Float)
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Extension (``rdsbackup backup pin``): retention never removes the set."""
+    deleting_at: Mapped[datetime | None] = mapped_column(DateTime)
+    """Set when the set's removal began (jobs/removal.py): from then on it is not
+    available, its objects are being deleted, and its record goes last."""
 
     objects: Mapped[list[BackupObject]] = relationship(
         cascade="all, delete-orphan", order_by="BackupObject.id", lazy="selectin"
@@ -293,7 +305,9 @@ class BackupObject(Base):
     __tablename__ = "backup_objects"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    backup_id: Mapped[int] = mapped_column(ForeignKey("backup_sets.id", ondelete="CASCADE"))
+    backup_id: Mapped[int] = mapped_column(
+        ForeignKey("backup_sets.id", ondelete="CASCADE"), index=True
+    )
     name: Mapped[str] = mapped_column(String(512))
     size: Mapped[int] = mapped_column(BigInteger)
     raw_size: Mapped[int] = mapped_column(BigInteger)

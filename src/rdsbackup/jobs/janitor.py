@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select
-
 from rdsbackup.catalog.db import Catalog
-from rdsbackup.catalog.models import BackupJob, BackupSet
+from rdsbackup.catalog.models import BackupJob
 from rdsbackup.jobs.leases import STOPPED, DeadWork, Leases
-from rdsbackup.jobs.removal import delete_stored, drop_records
+from rdsbackup.jobs.retention import Retention
 from rdsbackup.jobs.runner import record_failure
-from rdsbackup.states import StoreStatus
 from rdsbackup.storage.base import Storage
-from rdsbackup.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +20,7 @@ class Janitor:
         self.catalog = catalog
         self.leases = leases
         self.storage = storage
+        self.retention = Retention(catalog, storage)
 
     def reap_jobs(self) -> list[int]:
         return self._cleanup(self.leases.reap())
@@ -52,29 +49,12 @@ class Janitor:
             self.storage.delete_prefix(prefix)
 
     def expire_sets(self) -> list[int]:
-        """Delete sets past their retention, never a set another set still depends on."""
-        now = utcnow()
-        removed: list[int] = []
-        prefixes: list[str] = []
-        with self.catalog.write() as s:
-            expired = list(
-                s.scalars(
-                    select(BackupSet)
-                    .where(
-                        BackupSet.expire_time.is_not(None),
-                        BackupSet.expire_time < now,
-                        BackupSet.store_status == StoreStatus.ENABLED,
-                    )
-                    .order_by(BackupSet.id.desc())
-                )
-            )
-            for backup in expired:
-                child = s.scalar(select(BackupSet.id).where(BackupSet.parent_id == backup.id))
-                if child is not None:
-                    continue
-                removed.append(backup.id)
-                prefixes += drop_records(s, [backup])
-        delete_stored(self.storage, prefixes)
+        """Remove sets past their retention as jobs/retention.py decides (never a set a
+        live incremental needs), finishing interrupted removals first."""
+        removed = self.retention.run()
         if removed:
-            log.info("expired backup sets %s", removed)
+            log.info("removed backup sets %s", removed)
         return removed
+
+    def resume_removals(self) -> list[int]:
+        return self.retention.resume()

@@ -35,7 +35,7 @@ from rdsbackup.catalog.models import (
 from rdsbackup.engines.base import BackupKind, BackupMethod, BackupPlan, BackupStrategy, EngineError
 from rdsbackup.engines.base import UnsupportedPlan as EngineRefused
 from rdsbackup.jobs.planning import NoParent, Planner
-from rdsbackup.jobs.removal import delete_stored, drop_records
+from rdsbackup.jobs.removal import finish_removals, mark_deleting
 from rdsbackup.service import errors
 from rdsbackup.service.auth import Principal
 from rdsbackup.service.instances import InstanceService
@@ -290,7 +290,9 @@ class BackupService:
     ) -> Page[BackupView]:
         self.instances.get(who, instance_id)
         query = select(BackupSet).where(
-            BackupSet.instance_id == instance_id, BackupSet.account_id == who.account_id
+            BackupSet.instance_id == instance_id,
+            BackupSet.account_id == who.account_id,
+            BackupSet.deleting_at.is_(None),  # being removed (jobs/removal.py)
         )
         if filters.backup_id is not None:
             query = query.where(BackupSet.id == filters.backup_id)
@@ -326,6 +328,7 @@ class BackupService:
                         BackupSet.id.in_(backup_ids),
                         BackupSet.instance_id == instance_id,
                         BackupSet.account_id == who.account_id,
+                        BackupSet.deleting_at.is_(None),
                     )
                 )
             )
@@ -336,7 +339,9 @@ class BackupService:
                 raise errors.BackupLocked(f"BackupId {locked[0]} has StoreStatus Disabled")
             dependants = s.scalars(
                 select(BackupSet.id).where(
-                    BackupSet.parent_id.in_(found), BackupSet.id.not_in(found)
+                    BackupSet.parent_id.in_(found),
+                    BackupSet.id.not_in(found),
+                    BackupSet.deleting_at.is_(None),
                 )
             ).all()
             if dependants:
@@ -344,8 +349,8 @@ class BackupService:
                     f"backup sets {', '.join(map(str, dependants))} depend on this set; "
                     "delete them in the same call"
                 )
-            prefixes = drop_records(s, sets)
-        delete_stored(self.storage, prefixes)
+            ids = mark_deleting(s, sets)
+        finish_removals(self.catalog, self.storage, ids)
 
 
 def _task_action(job_mode: str) -> TaskAction:

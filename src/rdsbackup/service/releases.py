@@ -30,7 +30,7 @@ from rdsbackup.catalog.models import (
     Instance,
     RestoreTask,
 )
-from rdsbackup.jobs.removal import delete_stored, drop_records
+from rdsbackup.jobs.removal import finish_removals, mark_deleting
 from rdsbackup.service import errors
 from rdsbackup.service.auth import Principal
 from rdsbackup.states import (
@@ -73,14 +73,20 @@ class ReleaseService:
             if instance is None:
                 raise errors.InstanceNotFound()
             _check_idle(s, instance)
-            sets = list(s.scalars(select(BackupSet).where(BackupSet.instance_id == instance_id)))
+            sets = list(
+                s.scalars(
+                    select(BackupSet).where(
+                        BackupSet.instance_id == instance_id, BackupSet.deleting_at.is_(None)
+                    )
+                )
+            )
             dropped = _sets_to_drop(sets, keep)
             if locked := [b.id for b in dropped if b.store_status != StoreStatus.ENABLED]:
                 raise errors.BackupLocked(
                     f"backup set {locked[0]} has StoreStatus Disabled; unlock it, or keep it "
                     "with ReleasedKeepPolicy=All"
                 )
-            prefixes = drop_records(s, dropped)
+            marked = mark_deleting(s, dropped)
             instance.status, instance.status_reason = InstanceStatus.DELETING, ""
             local = instance.local
         reason = ""
@@ -90,7 +96,7 @@ class ReleaseService:
             except Exception as e:
                 log.exception("removing the local server of %s failed", instance_id)
                 reason = f"its local server could not be removed: {e}"
-        delete_stored(self.storage, prefixes)
+        finish_removals(self.catalog, self.storage, marked)
         with self.catalog.write() as s:
             row = s.get_one(Instance, instance_id)
             row.status, row.status_reason = DELETED, reason

@@ -88,6 +88,7 @@ class BackupView:
     verified_at: datetime | None = None
     restore_seconds: float | None = None
     fingerprint_source: str = ""
+    pinned: bool = False
 
     @classmethod
     def of(cls, b: BackupSet) -> BackupView:
@@ -122,6 +123,7 @@ class BackupView:
             verified_at=b.verified_at,
             restore_seconds=b.restore_seconds,
             fingerprint_source=b.fingerprint_source,
+            pinned=b.pinned,
         )
 
 

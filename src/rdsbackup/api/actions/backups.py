@@ -200,6 +200,8 @@ def _backup(b: BackupView, links: LinkMaker | None = None) -> dict[str, Any]:
             body["RestoreSeconds"] = b.restore_seconds
     if b.fingerprint_source:
         body["FingerprintSource"] = b.fingerprint_source
+    if b.pinned:
+        body["Pinned"] = True  # extension: retention never removes it
     if urls and urls.by_db:
         body["BackupDownloadLinkByDB"] = {
             "BackupDownloadLinkByDB": [
