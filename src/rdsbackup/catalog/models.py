@@ -160,6 +160,12 @@ class BackupPolicy(Base):
     log_backup_local_retention_number: Mapped[int] = mapped_column(Integer, default=60)
     log_backup_frequency: Mapped[str] = mapped_column(String(16), default="")
     updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Backup encryption (0008): EnableBackupEncryption / DisableBackupEncryption
+    backup_encryption: Mapped[bool | None] = mapped_column(Boolean)
+    """True/False as set by Enable/DisableBackupEncryption; None: the service's
+    ``encrypt_backups`` setting decides."""
+    encryption_key_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    """The KEK id EnableBackupEncryption named (EncryptionKey); empty: the active one."""
 
 
 def policy_for(s: Session, instance_id: str) -> BackupPolicy:
@@ -267,6 +273,11 @@ class BackupSet(Base):
     is_avail: Mapped[bool] = mapped_column(Boolean, default=True)
     meta_status: Mapped[str] = mapped_column(String(16), default=MetaStatus.OK)
     encryption: Mapped[str] = mapped_column(String(256), default="{}")
+    """DescribeBackups' ``Encryption``: a JSON string, ``{}`` for an unencrypted set."""
+    encryption_key_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    """The KEK id that wrapped the set's data key (empty: not encrypted)."""
+    wrapped_data_key: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    """The set's data key, wrapped (as in its manifest's ``encryption``)."""
     retention_days: Mapped[int | None] = mapped_column(Integer)
     expire_time: Mapped[datetime | None] = mapped_column(DateTime)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("backup_sets.id"))

@@ -8,6 +8,7 @@ from typing import Any
 
 from rdsbackup.api.protocol import Call
 from rdsbackup.service.backups import BackupService
+from rdsbackup.service.encryption import EncryptionService
 from rdsbackup.service.instances import InstanceService
 from rdsbackup.service.links import LinkMaker
 from rdsbackup.service.releases import ReleaseService
@@ -21,12 +22,13 @@ class Services:
     links: LinkMaker | None = None
     restores: RestoreService | None = None
     releases: ReleaseService | None = None
+    encryption: EncryptionService | None = None
 
 
 Handler = Callable[[Call, Services], dict[str, Any]]
 
 
 def action_table() -> dict[str, Handler]:
-    from rdsbackup.api.actions import backups, instances, restores
+    from rdsbackup.api.actions import backups, encryption, instances, restores
 
-    return {**backups.ACTIONS, **instances.ACTIONS, **restores.ACTIONS}
+    return {**backups.ACTIONS, **instances.ACTIONS, **restores.ACTIONS, **encryption.ACTIONS}
