@@ -180,6 +180,12 @@ def policy_for(s: Session, instance_id: str) -> BackupPolicy:
     return fresh
 
 
+def encrypts_backups(policy: BackupPolicy, default: bool) -> bool:
+    """Whether the instance's new sets are encrypted: its own switch (Enable/
+    DisableBackupEncryption), else ``default`` (the ``encrypt_backups`` setting)."""
+    return default if policy.backup_encryption is None else policy.backup_encryption
+
+
 class Database(Base):
     __tablename__ = "databases"
     __table_args__ = (Index("uq_databases_instance_name", "instance_id", "name", unique=True),)

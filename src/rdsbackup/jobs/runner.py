@@ -25,6 +25,7 @@ from rdsbackup.catalog.models import (
     BackupObject,
     BackupSet,
     Instance,
+    encrypts_backups,
     join_names,
     policy_for,
 )
@@ -216,8 +217,9 @@ class JobRunner:
         sets: wrapped by the key its policy names, else by the active key."""
         with self.catalog.read() as s:
             policy = policy_for(s, instance_id)
-            wanted, key_id = policy.backup_encryption, policy.encryption_key_id
-        if not (self.options.encrypt_backups if wanted is None else wanted):
+            wanted = encrypts_backups(policy, self.options.encrypt_backups)
+            key_id = policy.encryption_key_id
+        if not wanted:
             return None
         keyring = self.options.keyring
         if keyring is None:
