@@ -18,6 +18,7 @@ import argparse
 import io
 import os
 import random
+import resource
 import shutil
 import statistics
 import tempfile
@@ -95,27 +96,33 @@ class NullStorage(MemoryStorage):
         yield _Discard()
 
 
+def cpu_seconds() -> float:
+    """User + system time of this process, all threads (libzstd's workers too)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def backup(
     storage: Storage, block: bytes, times: int, key: SetKey | None, n: int
-) -> tuple[float, Manifest]:
+) -> tuple[float, float, Manifest]:
     writer = SetWriter(storage, f"set-{n}", level=1, threads=2, encryption=key)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     writer.put("dump.sql", Repeated(block, times))  # type: ignore[arg-type]
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     manifest = Manifest(
         "rm-bench", "MariaDB", "10.11", "Logical", "FullBackup", "instance", [],
         writer.objects, "", "", encryption=key.manifest_fields() if key else {},
     )  # fmt: skip
-    return elapsed, manifest
+    return elapsed, cpu, manifest
 
 
-def restore(storage: Storage, ring: Keyring, n: int, manifest: Manifest) -> float:
+def restore(storage: Storage, ring: Keyring, n: int, manifest: Manifest) -> tuple[float, float]:
     reader = SetReader(storage, f"set-{n}", manifest, ring)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     with reader.open("dump.sql") as f:
         while f.read(1 << 20):
             pass
-    return time.perf_counter() - started
+    return time.perf_counter() - started, cpu_seconds() - cpu
 
 
 def main() -> None:
@@ -137,33 +144,40 @@ def main() -> None:
             LocalStorage(scratch / "storage") if args.storage == "local" else NullStorage()
         )
         sizes: dict[str, int] = {}
-        results: dict[str, list[float]] = {"off": [], "on": [], "read off": [], "read on": []}
+        results: dict[str, list[float]] = {}
         n = 0
         for _ in range(args.repeat):
             for label in ("off", "on"):
                 n += 1
                 key = ring.new_set_key() if label == "on" else None
-                elapsed, manifest = backup(storage, block, times, key, n)
-                results[label].append(elapsed)
+                elapsed, cpu, manifest = backup(storage, block, times, key, n)
+                results.setdefault(label, []).append(elapsed)
+                results.setdefault(f"cpu {label}", []).append(cpu)
                 sizes[label] = manifest.size
+                line = f"  run {n} {label:>3}: write {elapsed:.2f}s (cpu {cpu:.2f}s)"
                 if args.storage == "local":
-                    results[f"read {label}"].append(restore(storage, ring, n, manifest))
+                    read, read_cpu = restore(storage, ring, n, manifest)
+                    results.setdefault(f"read {label}", []).append(read)
+                    results.setdefault(f"cpu read {label}", []).append(read_cpu)
                     storage.delete_prefix(f"set-{n}/")
-                reads = results[f"read {label}"]
-                print(f"  run {n} {label:>3}: write {elapsed:.2f}s"
-                      + (f", read {reads[-1]:.2f}s" if reads else ""))  # fmt: skip
+                    line += f", read {read:.2f}s (cpu {read_cpu:.2f}s)"
+                print(line)
         stored = sizes
         print(f"stored bytes: off {stored['off']:,}, on {stored['on']:,} "
               f"(+{stored['on'] - stored['off']:,})")  # fmt: skip
+        mib = 1 << 20
         for what in ("", "read ") if args.storage == "local" else ("",):
-            off = statistics.median(results[what + "off"])
-            on = statistics.median(results[what + "on"])
             verb = "restore (SetReader)" if what else "backup (SetWriter)"
-            mib = 1 << 20
-            print(
-                f"{verb}: off {off:.2f}s ({raw / off / mib:.0f} MiB/s), "
-                f"on {on:.2f}s ({raw / on / mib:.0f} MiB/s), ratio on/off {on / off:.3f}"
-            )
+            for stat in (statistics.median, min):
+                off, on = stat(results[what + "off"]), stat(results[what + "on"])
+                cpu_off = stat(results["cpu " + what + "off"])
+                cpu_on = stat(results["cpu " + what + "on"])
+                print(
+                    f"{verb}, {stat.__name__} of {args.repeat}: wall off {off:.2f}s "
+                    f"({raw / off / mib:.0f} MiB/s), on {on:.2f}s ({raw / on / mib:.0f} MiB/s), "
+                    f"ratio {on / off:.3f}; cpu off {cpu_off:.2f}s, on {cpu_on:.2f}s, "
+                    f"ratio {cpu_on / cpu_off:.3f}"
+                )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -225,6 +225,12 @@ class DecryptingReader(io.RawIOBase):
         self.plain = self.plain[n:]
         return n
 
+    def read(self, size: int = -1, /) -> bytes | None:
+        """A read of a whole chunk or more (ReadAhead's) gets the chunk itself, uncopied."""
+        if size >= 0 and not self.plain and not self.done and size >= self.sealer.chunk_size:
+            return self._next_chunk()
+        return super().read(size)
+
     def read_chunk(self) -> bytes:
         """The next chunk's whole plaintext (b"" at the end): no copy into a buffer."""
         if self.plain:
