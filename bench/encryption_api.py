@@ -43,7 +43,7 @@ def backup(client: RdsClient, pid: int, instance_id: str, method: str) -> dict[s
         ]["BackupJob"][0]
         if job["BackupStatus"] in ("Finished", "Failed"):
             break
-        time.sleep(0.05)
+        time.sleep(0.2)
     elapsed, cpu = time.monotonic() - started, service_cpu(pid) - cpu
     if job["BackupStatus"] != "Finished":
         raise RuntimeError(f"backup failed: {job}")

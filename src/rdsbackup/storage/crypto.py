@@ -132,8 +132,9 @@ def _parse_header(name: str, header: bytes) -> None:
 
 class EncryptingWriter:
     """An :class:`ObjectWriter` that seals what is written to it into ``inner``; call
-    ``close`` once everything is written (it seals the final chunk). Holds at most one
-    chunk and one write in memory."""
+    ``close`` once everything is written (it seals the final chunk). It fills one chunk
+    buffer and seals into one reused output buffer: no allocation per chunk. ``inner``
+    consumes each write before the next one (as every storage writer does)."""
 
     def __init__(
         self, inner: ObjectWriter, key: bytes, name: str, chunk_size: int = DEFAULT_CHUNK
@@ -143,25 +144,34 @@ class EncryptingWriter:
         self.sealer = _Sealer(key, name, header)
         self.chunk_size = chunk_size
         self.index = 0
-        self.pending = bytearray()
+        self.buffer = memoryview(bytearray(chunk_size))
+        self.filled = 0
+        self.out = memoryview(bytearray(chunk_size + TAG_SIZE))
         self.closed = False
         inner.write(header)
 
     def write(self, data: bytes | memoryview, /) -> int:
-        self.pending += data
-        size = self.chunk_size
-        # A full chunk is sealed only once a byte beyond it arrives: the last chunk
-        # must be sealed as final, and only close() knows which one that is.
-        if len(self.pending) > size:
-            view = memoryview(self.pending)
-            start = 0
-            while len(self.pending) - start > size:
-                self.inner.write(self.sealer.seal(self.index, view[start : start + size], False))
-                self.index += 1
-                start += size
-            view.release()
-            del self.pending[:start]
-        return len(data)
+        view = memoryview(data).cast("B")
+        size, pos, n = self.chunk_size, 0, len(view)
+        while pos < n:
+            # A full chunk is sealed only once a byte beyond it arrives: the last chunk
+            # must be sealed as final, and only close() knows which one that is.
+            if self.filled == size:
+                self._seal(False)
+            take = min(size - self.filled, n - pos)
+            self.buffer[self.filled : self.filled + take] = view[pos : pos + take]
+            self.filled += take
+            pos += take
+        return n
+
+    def _seal(self, final: bool) -> None:
+        n = self.filled
+        out = self.out[: n + TAG_SIZE]
+        s = self.sealer
+        s.aead.encrypt_into(s.nonce(self.index), self.buffer[:n], s.aad(self.index, final), out)
+        self.inner.write(out)
+        self.index += 1
+        self.filled = 0
 
     def flush(self) -> None:
         pass
@@ -170,8 +180,7 @@ class EncryptingWriter:
         if self.closed:
             return
         self.closed = True
-        self.inner.write(self.sealer.seal(self.index, bytes(self.pending), True))
-        self.pending = bytearray()
+        self._seal(True)
 
 
 class DecryptingReader(io.RawIOBase):
@@ -225,11 +234,11 @@ class DecryptingReader(io.RawIOBase):
         self.plain = self.plain[n:]
         return n
 
-    def read(self, size: int = -1, /) -> bytes | None:
+    def read(self, size: int = -1, /) -> bytes:
         """A read of a whole chunk or more (ReadAhead's) gets the chunk itself, uncopied."""
         if size >= 0 and not self.plain and not self.done and size >= self.sealer.chunk_size:
             return self._next_chunk()
-        return super().read(size)
+        return super().read(size) or b""
 
     def read_chunk(self) -> bytes:
         """The next chunk's whole plaintext (b"" at the end): no copy into a buffer."""
