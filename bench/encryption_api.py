@@ -45,9 +45,9 @@ def backup(
     client: RdsClient, pid: int, instance_id: str, method: str, catalog: Catalog
 ) -> dict[str, object]:
     cpu = service_cpu(pid)
-    job_id = client.call("CreateBackup", DBInstanceId=instance_id, BackupMethod=method)[
-        "BackupJobId"
-    ]
+    job_id = client.call(
+        "CreateBackup", DBInstanceId=instance_id, BackupMethod=method, BackupType="FullBackup"
+    )["BackupJobId"]
     while True:
         job = client.call("DescribeBackupTasks", DBInstanceId=instance_id, BackupJobId=job_id)[
             "Items"
