@@ -197,7 +197,9 @@ class DecryptingReader(io.RawIOBase):
         self.sealer = _Sealer(key, name, header)
         self.record = self.sealer.chunk_size + TAG_SIZE
         self.index = 0
-        self.ahead = b""
+        self.buffer = memoryview(bytearray(self.record + 1))
+        """One record and the first byte after it (which says the record is not the last)."""
+        self.have = 0
         self.done = False
         self.plain = memoryview(b"")
 
@@ -207,19 +209,19 @@ class DecryptingReader(io.RawIOBase):
     def _next_chunk(self) -> bytes:
         if self.done:
             return b""
-        while len(self.ahead) <= self.record:
-            more = self.inner.read(self.record + 1 - len(self.ahead))
-            if not more:
+        while self.have < len(self.buffer):
+            n = _read_into(self.inner, self.buffer[self.have :])
+            if not n:
                 break
-            self.ahead += more
-        if len(self.ahead) > self.record:
-            record, self.ahead = self.ahead[: self.record], self.ahead[self.record :]
-            final = False
-        else:
-            record, self.ahead, final = self.ahead, b"", True
-        if len(record) < TAG_SIZE or (final and len(record) == TAG_SIZE and self.index > 0):
+            self.have += n
+        final = self.have <= self.record
+        size = self.have if final else self.record
+        if size < TAG_SIZE or (final and size == TAG_SIZE and self.index > 0):
             raise DecryptionFailed(self.name, f"truncated at chunk {self.index}")
-        plain = self.sealer.open(self.index, record, final)
+        plain = self.sealer.open(self.index, self.buffer[:size], final)
+        if not final:  # the look-ahead byte starts the next record
+            self.buffer[0] = self.buffer[self.record]
+        self.have -= size
         self.index += 1
         self.done = final
         return plain
@@ -289,6 +291,15 @@ def decrypt_range(
 
 def plaintext_size(size: int, chunk_size: int) -> int:
     return size - HEADER_SIZE - _chunk_count(size, chunk_size) * TAG_SIZE
+
+
+def _read_into(inner: Readable, view: memoryview) -> int:
+    readinto = getattr(inner, "readinto", None)
+    if readinto is not None:
+        return int(readinto(view) or 0)
+    data = inner.read(len(view)) or b""
+    view[: len(data)] = data
+    return len(data)
 
 
 def _read_exactly(inner: Readable, n: int) -> bytes:
