@@ -163,6 +163,10 @@ def test_the_link_serves_ciphertext_and_fetch_decrypts(rds_enc: Encrypted, tmp_p
     assert all(b"item 1" not in data for data in members.values())
     ranged = httpx.get(item["BackupDownloadURL"], headers={"Range": "bytes=0-99"}, timeout=30)
     assert ranged.status_code == 206 and ranged.content == archive.content[:100]
+    (by_db, *_) = item["BackupDownloadLinkByDB"]["BackupDownloadLinkByDB"]
+    one = httpx.get(by_db["DownloadLink"], timeout=30)
+    assert one.status_code == 200 and one.content.startswith(b"RDSE")
+    assert one.headers["content-type"] == "application/octet-stream"
 
     core = rds_enc.memory.service.core
     out = tmp_path / "copy"
