@@ -163,16 +163,17 @@ def test_mariadb_physical_set_encrypted_restores_and_a_flipped_byte_is_named(
     encrypted: Encrypted,
 ) -> None:
     enc = encrypted
-    plain = enc.backup(BackupMethod="Physical", CompressType="none")
+    plain = enc.backup(BackupMethod="Physical", BackupType="FullBackup", CompressType="none")
     assert plain["Encryption"] == "{}"
     assert _holds(_objects_of(enc, plain["BackupId"]), enc.marker)  # the check can fail
 
     enc.enable()
-    item = enc.backup(BackupMethod="Physical", CompressType="none")
+    item = enc.backup(BackupMethod="Physical", BackupType="FullBackup", CompressType="none")
     assert json.loads(item["Encryption"]) == {
         "EncryptionAlgorithm": "AES-256-GCM",
         "KeyId": "kek-2026",
     }
+    assert item["BackupType"] == "FullBackup" and "ParentBackupId" not in item
     objects = _objects_of(enc, item["BackupId"])
     assert objects and all(data.startswith(b"RDSE") for data in objects.values())
     assert not _holds(objects, enc.marker)
@@ -197,6 +198,18 @@ def test_mariadb_physical_set_encrypted_restores_and_a_flipped_byte_is_named(
     task = wait_task(enc.rds, enc.instance_id, started["TaskId"])
     assert task["Status"] == "Failed", task
     assert f"object {name} is corrupt" in task["FailedReason"], task
+
+    # The default compression: the decrypted zstd stream is piped into `zstd -d`.
+    zstd = enc.backup(BackupMethod="Physical", BackupType="FullBackup")
+    objects = _objects_of(enc, zstd["BackupId"])
+    assert "data.xbstream.zst" in objects
+    flipped = bytearray(objects["data.xbstream.zst"])
+    flipped[len(flipped) // 3] ^= 0x80
+    (_set_folder(enc, zstd["BackupId"]) / "data.xbstream.zst").write_bytes(bytes(flipped))
+    started = call(enc.rds, "VerifyBackup", DBInstanceId=enc.instance_id, BackupId=zstd["BackupId"])
+    task = wait_task(enc.rds, enc.instance_id, started["TaskId"])
+    assert task["Status"] == "Failed", task
+    assert "object data.xbstream.zst is corrupt" in task["FailedReason"], task
 
 
 @pytest.mark.parametrize("encrypted", ["PostgreSQL"], indirect=True)
