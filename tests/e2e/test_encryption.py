@@ -1,7 +1,8 @@
 """Encrypted backups of real servers through the real service and the official SDK: the
 stored objects hold no plaintext (an unencrypted set of the same data does), restores
-bring the data back, a flipped byte fails the restore naming the object, and
-``rdsbackup backup download`` decrypts with the key from the settings."""
+bring the data back, a flipped byte fails the restore naming the object,
+``rdsbackup backup download`` decrypts with the key from the settings, and keys rotate
+across restarts."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ from rdsbackup.manifest import MANIFEST_NAME, Manifest
 from tests.e2e.test_restore import call, clone_access, wait_instance, wait_task
 from tests.fixtures.service import RDSBACKUP, Key, Rds, ServiceProcess, tea_client, wait_job
 
-KEY_LINE = f'encryption_keys = {{ "kek-2026" = "{base64.b64encode(os.urandom(32)).decode()}" }}\n'
+FIRST_KEY = base64.b64encode(os.urandom(32)).decode()
+KEY_LINE = f'encryption_keys = {{ "kek-2026" = "{FIRST_KEY}" }}\n'
 
 
 @dataclass
@@ -263,3 +265,42 @@ def test_postgres_logical_set_encrypted_restores_and_downloads_decrypted(
     )
     assert done.returncode != 0
     assert "'kek-2026' is not configured" in done.stderr, done.stderr
+
+
+def _key_line(keys: dict[str, str], active: str) -> str:
+    table = ", ".join(f'"{k}" = "{v}"' for k, v in keys.items())
+    return f'encryption_keys = {{ {table} }}\nencryption_key_id = "{active}"\n'
+
+
+@pytest.mark.parametrize("encrypted", ["PostgreSQL"], indirect=True)
+def test_key_rotation_across_restarts(encrypted: Encrypted) -> None:
+    """A new active key encrypts new sets; the old sets stay readable while their key is
+    listed, and say which key they need once it is not."""
+    enc = encrypted
+    enc.enable()
+    old = enc.backup(BackupMethod="Logical", DBName="shop")
+    assert json.loads(old["Encryption"])["KeyId"] == "kek-2026"
+
+    base = enc.service.config.read_text().replace(KEY_LINE, "")
+    new_key = base64.b64encode(os.urandom(32)).decode()
+    enc.service.stop()
+    enc.service.config.write_text(
+        base + _key_line({"kek-2026": FIRST_KEY, "kek-2027": new_key}, "kek-2027")
+    )
+    enc.service.start()
+    new = enc.backup(BackupMethod="Logical", DBName="shop")
+    assert json.loads(new["Encryption"])["KeyId"] == "kek-2027"
+    for item in (old, new):
+        started = call(
+            enc.rds, "VerifyBackup", DBInstanceId=enc.instance_id, BackupId=item["BackupId"]
+        )
+        task = wait_task(enc.rds, enc.instance_id, started["TaskId"])
+        assert task["Status"] == "Finished", task
+
+    enc.service.stop()
+    enc.service.config.write_text(base + _key_line({"kek-2027": new_key}, "kek-2027"))
+    enc.service.start()
+    started = call(enc.rds, "VerifyBackup", DBInstanceId=enc.instance_id, BackupId=old["BackupId"])
+    task = wait_task(enc.rds, enc.instance_id, started["TaskId"])
+    assert task["Status"] == "Failed", task
+    assert "encryption key 'kek-2026' is not configured" in task["FailedReason"], task
