@@ -34,6 +34,7 @@ from rdsbackup.processes import kill_tool_groups, stop_leftover_servers
 from rdsbackup.ratelimit import Throttle
 from rdsbackup.service.auth import AccountAdmin, KeyStore
 from rdsbackup.service.backups import BackupRules, BackupService
+from rdsbackup.service.encryption import EncryptionService
 from rdsbackup.service.instances import InstanceService
 from rdsbackup.service.lease import NamedLease
 from rdsbackup.service.links import LinkMaker, LinkSigner
@@ -43,6 +44,7 @@ from rdsbackup.service.releases import ReleaseService
 from rdsbackup.service.restores import RestoreService
 from rdsbackup.service.scheduler import LEASE_NAME, Scheduler
 from rdsbackup.storage.base import Storage
+from rdsbackup.storage.keys import Keyring
 from rdsbackup.storage.local import LocalStorage
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,8 @@ class Core:
     keys: KeyStore
     accounts: AccountAdmin
     instances: InstanceService
+    keyring: Keyring | None = None
+    """Backup encryption keys (settings ``encryption_keys``, else the state folder's)."""
 
 
 def build_core(
@@ -87,6 +91,7 @@ def build_core(
         keys=KeyStore(catalog, box),
         accounts=AccountAdmin(catalog, box),
         instances=InstanceService(catalog, inventory, settings.database_probe_seconds),
+        keyring=Keyring.from_settings(*settings.resolved_encryption_keys()),
     )
 
 
@@ -211,6 +216,8 @@ def build_service(
             heartbeat_seconds=settings.heartbeat_seconds,
             fingerprint=settings.fingerprint_backups,
             snapshot_reflink=settings.snapshot_reflink,
+            encrypt_backups=settings.encrypt_backups,
+            keyring=core.keyring,
         ),
     )
     dispatcher = ThreadDispatcher(runner.run, settings.max_parallel_jobs)
@@ -240,7 +247,7 @@ def build_service(
         core.inventory,
         core.supervisor,
         core.engines,
-        SetStore(core.catalog, core.storage),
+        SetStore(core.catalog, core.storage, core.keyring),
         leases.for_table(RESTORE_TASKS),
         core.supervisor.instances_dir,
         settings.heartbeat_seconds,
@@ -259,6 +266,7 @@ def build_service(
         restores=restores,
         releases=releases,
         policies=policies,
+        encryption=EncryptionService(core.catalog, core.keyring),
     )
     endpoint = RpcEndpoint(protocol, services, actions, settings.host_id)
     lease = NamedLease(

@@ -423,19 +423,40 @@ def backup_download(
     url: Annotated[
         str | None, typer.Option(help="The service's base URL (default: public_url).")
     ] = None,
+    encrypted: Annotated[
+        bool, typer.Option("--encrypted", help="Keep an encrypted set's objects encrypted.")
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Download a set through its download link and verify it against its manifest."""
+    """Download a set through its download link and verify it against its manifest; an
+    encrypted set's objects are decrypted with the settings' key (unless --encrypted)."""
     from rdsbackup.app import build_links
     from rdsbackup.service.fetch import FetchFailed, fetch_set
 
     core = _core(config)
     try:
-        got = fetch_set(core.catalog, build_links(core), backup_id, out, base_url=url)
+        got = fetch_set(
+            core.catalog,
+            build_links(core),
+            backup_id,
+            out,
+            base_url=url,
+            keyring=core.keyring,
+            decrypt=not encrypted,
+        )
     except FetchFailed as e:
         typer.echo(f"backup set {backup_id}: {e}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(json.dumps({"BackupId": backup_id, "Directory": str(out), "Bytes": got.bytes}))
+    typer.echo(
+        json.dumps(
+            {
+                "BackupId": backup_id,
+                "Directory": str(out),
+                "Bytes": got.bytes,
+                "Decrypted": got.decrypted,
+            }
+        )
+    )
 
 
 def _set_store_status(config: Path | None, backup_id: int, status: StoreStatus) -> None:

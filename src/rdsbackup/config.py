@@ -7,6 +7,7 @@ run in-process.
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import socket
@@ -96,6 +97,17 @@ class Settings(BaseSettings):
     """Snapshot sets clone the data directory's files (copy-on-write) where its file
     system makes clones, and read the clones once the server's lock or backup mode is
     over; off: they always stream the files (docs/performance.md has the trade-off)."""
+    encrypt_backups: bool = False
+    """Encrypt new backup sets (chunked AES-256-GCM, docs/encryption.md) of instances
+    whose policy does not say otherwise (EnableBackupEncryption / DisableBackupEncryption).
+    Off by default: sets are stored as before."""
+    encryption_keys: dict[str, str] = Field(default_factory=dict, repr=False)
+    """Key-encryption keys, id -> base64 of 32 random bytes; they wrap each set's data
+    key. Default: one key generated once into ``<state_dir>/encryption.keys`` (kept in
+    the keyring also once keys are configured, so the sets it wrapped stay readable)."""
+    encryption_key_id: str | None = None
+    """The key id that wraps the data keys of new sets; default: the only configured
+    key, else the state folder's. Sets name their key id: rotating keeps old ones readable."""
 
     @classmethod
     def settings_customise_sources(
@@ -147,6 +159,35 @@ class Settings(BaseSettings):
             with os.fdopen(fd, "wb") as f:
                 f.write(Fernet.generate_key())
         return path.read_bytes().strip()
+
+    def resolved_encryption_keys(self) -> tuple[dict[str, str], str]:
+        """(key id -> base64 key, the active id): the configured keys and the state
+        folder's (created on first use when none is configured)."""
+        keys = dict(self.encryption_keys)
+        path = self.state_dir / "encryption.keys"
+        if not keys and not path.exists():
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            key_id = "local-" + secrets.token_hex(4)
+            line = f"{key_id} {base64.b64encode(secrets.token_bytes(32)).decode()}\n"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(line)
+        local: list[str] = []
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    key_id, _, key = line.strip().partition(" ")
+                    keys.setdefault(key_id, key.strip())
+                    local.append(key_id)
+        if self.encryption_key_id:
+            active = self.encryption_key_id
+        elif self.encryption_keys:
+            if len(self.encryption_keys) > 1:
+                raise ValueError("several encryption_keys: say which is encryption_key_id")
+            active = next(iter(self.encryption_keys))
+        else:
+            active = local[-1]
+        return keys, active
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

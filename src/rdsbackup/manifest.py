@@ -46,6 +46,10 @@ class Manifest:
     parent_backup_id: str | None = None
     chain: list[str] = field(default_factory=list)
     """Backup ids of the sets this one needs, oldest first (empty for a full set)."""
+    encryption: dict[str, str] = field(default_factory=dict)
+    """Empty for an unencrypted set; else how its objects are encrypted and its wrapped
+    data key (``storage.keys.SetKey.manifest_fields``). Objects' sizes and sha256 are
+    those of the stored (encrypted) bytes."""
     format_version: int = FORMAT_VERSION
 
     def object(self, name: str) -> StoredObject:

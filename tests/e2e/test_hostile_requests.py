@@ -76,10 +76,12 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
         "LogBackupRetentionPeriod", "LocalLogRetentionHours", "LocalLogRetentionSpace",
         "HighSpaceUsageProtection", "LogBackupLocalRetentionNumber",
     ),
+    "EnableBackupEncryption": ("DBInstanceName", "EncryptionKey"),
+    "DisableBackupEncryption": ("DBInstanceName",),
 }  # fmt: skip
 READ_ONLY = {a for a in PARAMETERS if a.startswith("Describe")}
-INSTANCE_PARAMS = {"DBInstanceId", "TargetDBInstanceId"}
-REQUIRED = {"DBInstanceId", "RegionId", "PayType", "BackupId", "DBName"}
+INSTANCE_PARAMS = {"DBInstanceId", "TargetDBInstanceId", "DBInstanceName"}
+REQUIRED = {"DBInstanceId", "RegionId", "PayType", "BackupId", "DBName", "DBInstanceName"}
 EXAMPLES = int(os.environ.get("RDSBACKUP_HOSTILE_EXAMPLES", "1500"))
 
 INJECTIONS = [

@@ -170,6 +170,12 @@ class BackupPolicy(Base):
     gfs_weekly_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     gfs_monthly_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     gfs_yearly_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Backup encryption (0008): EnableBackupEncryption / DisableBackupEncryption
+    backup_encryption: Mapped[bool | None] = mapped_column(Boolean)
+    """True/False as set by Enable/DisableBackupEncryption; None: the service's
+    ``encrypt_backups`` setting decides."""
+    encryption_key_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    """The KEK id EnableBackupEncryption named (EncryptionKey); empty: the active one."""
 
 
 def policy_for(s: Session, instance_id: str) -> BackupPolicy:
@@ -182,6 +188,12 @@ def policy_for(s: Session, instance_id: str) -> BackupPolicy:
         if getattr(fresh, column.key) is None and column.default is not None:
             setattr(fresh, column.key, column.default.arg)
     return fresh
+
+
+def encrypts_backups(policy: BackupPolicy, default: bool) -> bool:
+    """Whether the instance's new sets are encrypted: its own switch (Enable/
+    DisableBackupEncryption), else ``default`` (the ``encrypt_backups`` setting)."""
+    return default if policy.backup_encryption is None else policy.backup_encryption
 
 
 class Database(Base):
@@ -277,6 +289,11 @@ class BackupSet(Base):
     is_avail: Mapped[bool] = mapped_column(Boolean, default=True)
     meta_status: Mapped[str] = mapped_column(String(16), default=MetaStatus.OK)
     encryption: Mapped[str] = mapped_column(String(256), default="{}")
+    """DescribeBackups' ``Encryption``: a JSON string, ``{}`` for an unencrypted set."""
+    encryption_key_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    """The KEK id that wrapped the set's data key (empty: not encrypted)."""
+    wrapped_data_key: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    """The set's data key, wrapped (as in its manifest's ``encryption``)."""
     retention_days: Mapped[int | None] = mapped_column(Integer)
     expire_time: Mapped[datetime | None] = mapped_column(DateTime)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("backup_sets.id"), index=True)

@@ -25,7 +25,9 @@ from rdsbackup.catalog.models import (
     BackupObject,
     BackupSet,
     Instance,
+    encrypts_backups,
     join_names,
+    policy_for,
 )
 from rdsbackup.engines.base import BackupPlan, BackupResult, EngineError
 from rdsbackup.engines.registry import EngineRegistry
@@ -43,6 +45,7 @@ from rdsbackup.states import (
     MetaStatus,
 )
 from rdsbackup.storage.base import Storage
+from rdsbackup.storage.keys import Keyring, SetKey, describe_encryption
 from rdsbackup.storage.streams import SetWriter
 from rdsbackup.timeutil import to_wire, utcnow
 
@@ -58,6 +61,10 @@ class RunOptions:
     heartbeat_seconds: float = 1.0
     fingerprint: bool = False
     snapshot_reflink: bool = True
+    encrypt_backups: bool = False
+    """Encrypt the sets of instances whose policy does not say (``backup_encryption``)."""
+    keyring: Keyring | None = None
+    """Key-encryption keys; None: no set can be encrypted (a job asked to fails)."""
 
 
 PROCESS_STEP = 10
@@ -148,6 +155,7 @@ class JobRunner:
         )
         engine.check_plan(plan, access)
         progress.expected = engine.expected_bytes(access, plan)
+        set_key = self._set_key(job.instance_id)
         self._phase(
             job.id,
             JobStatus.UPLOADING,
@@ -161,6 +169,7 @@ class JobRunner:
             compression=job.compression or self.options.compression,
             level=self.options.compression_level,
             threads=self.options.compression_threads,
+            encryption=set_key,
         )
         progress.writer = writer
         result = engine.backup(
@@ -200,7 +209,24 @@ class JobRunner:
             compression={"algorithm": writer.compression, "level": str(writer.level)},
             parent_backup_id=str(parent.backup_id) if parent else None,
             chain=parent.chain if parent else [],
+            encryption=writer.encryption.manifest_fields() if writer.encryption else {},
         )
+
+    def _set_key(self, instance_id: str) -> SetKey | None:
+        """A new data key when the instance's policy (else the setting) encrypts its
+        sets: wrapped by the key its policy names, else by the active key."""
+        with self.catalog.read() as s:
+            policy = policy_for(s, instance_id)
+            wanted = encrypts_backups(policy, self.options.encrypt_backups)
+            key_id = policy.encryption_key_id
+        if not wanted:
+            return None
+        keyring = self.options.keyring
+        if keyring is None:
+            raise JobFailed("backup encryption is on but no encryption keys are configured")
+        if key_id and not keyring.has(key_id):
+            raise JobFailed(f"the backup encryption key {key_id!r} is not configured")
+        return keyring.new_set_key(key_id or None)
 
     def _finish(
         self,
@@ -241,6 +267,9 @@ class JobRunner:
                 parent_id=parent.backup_id if parent else None,
                 fingerprints=_json_or_empty(result.fingerprints),
                 fingerprint_source="" if result.fingerprints is None else FingerprintSource.BACKUP,
+                encryption=describe_encryption(manifest.encryption.get("key_id")),
+                encryption_key_id=manifest.encryption.get("key_id", ""),
+                wrapped_data_key=manifest.encryption.get("wrapped_key", ""),
                 objects=[
                     BackupObject(
                         name=o.name,

@@ -12,6 +12,7 @@ from rdsbackup.engines.base import StoredSet
 from rdsbackup.manifest import MANIFEST_NAME, Manifest
 from rdsbackup.states import BackupStatus
 from rdsbackup.storage.base import Storage, StorageError
+from rdsbackup.storage.keys import Keyring, KeyUnavailable
 from rdsbackup.storage.streams import SetReader
 
 
@@ -41,9 +42,10 @@ def checked_manifest(storage: Storage, backup: BackupSet) -> Manifest:
 
 
 class SetStore:
-    def __init__(self, catalog: Catalog, storage: Storage) -> None:
+    def __init__(self, catalog: Catalog, storage: Storage, keyring: Keyring | None = None) -> None:
         self.catalog = catalog
         self.storage = storage
+        self.keyring = keyring
 
     def open(self, backup_id: int) -> StoredSet:
         with self.catalog.read() as s:
@@ -51,7 +53,11 @@ class SetStore:
             if backup is None:
                 raise SetUnavailable(f"backup set {backup_id} does not exist")
         manifest = checked_manifest(self.storage, backup)
-        return StoredSet(manifest, SetReader(self.storage, backup.storage_prefix, manifest))
+        try:
+            reader = SetReader(self.storage, backup.storage_prefix, manifest, self.keyring)
+        except KeyUnavailable as e:
+            raise SetUnavailable(f"backup set {backup_id} cannot be decrypted: {e}") from None
+        return StoredSet(manifest, reader)
 
     def chain(self, backup_id: int) -> list[StoredSet]:
         """The set and every set it builds on, the full set first."""

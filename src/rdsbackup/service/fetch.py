@@ -5,6 +5,12 @@ The archive is unpacked as it streams in, each member hashed on the way to disk.
 is checked: the archive holds exactly the set's ``manifest.json`` and objects, in that
 order; the manifest's sha256 is the set's ``Checksum``; every object has the size and
 sha256 the manifest gives it.
+
+The link serves an encrypted set's objects encrypted. They are decrypted as they
+stream in with the data key the manifest carries, unwrapped by the settings' key (the
+checksums are those of the encrypted bytes, checked on the way); every chunk is
+authenticated, so what lands on disk is what the backup wrote, or the fetch fails.
+Asked to keep them encrypted, the objects are written as served.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ from rdsbackup.chunks import chunk_stream
 from rdsbackup.manifest import MANIFEST_NAME, Manifest
 from rdsbackup.service.links import LinkMaker
 from rdsbackup.states import BackupStatus
+from rdsbackup.storage.base import StorageError
+from rdsbackup.storage.crypto import DecryptingReader
+from rdsbackup.storage.keys import Keyring, KeyUnavailable, SetKey
 
 CHUNK = 1 << 20
 
@@ -39,6 +48,7 @@ class Fetched:
     directory: Path
     files: list[str]
     bytes: int
+    decrypted: bool = False
 
 
 @dataclass
@@ -50,7 +60,10 @@ class _Received:
 @dataclass
 class _Check:
     checksum: str
+    keyring: Keyring | None = None
+    decrypt: bool = True
     manifest: Manifest | None = None
+    key: SetKey | None = None
     problems: list[str] = field(default_factory=list)
 
     def manifest_received(self, data: bytes) -> None:
@@ -60,6 +73,14 @@ class _Check:
             self.manifest = Manifest.from_json(data)
         except (ValueError, TypeError, KeyError) as e:
             self.problems.append(f"{MANIFEST_NAME}: not a manifest ({e})")
+            return
+        if self.manifest.encryption and self.decrypt and not self.problems:
+            if self.keyring is None:
+                raise FetchFailed("the set is encrypted and no encryption keys are configured")
+            try:
+                self.key = self.keyring.set_key(self.manifest.encryption)
+            except KeyUnavailable as e:
+                raise FetchFailed(f"the set cannot be decrypted: {e}") from None
 
     def object_received(self, name: str, got: _Received) -> None:
         if self.manifest is None:
@@ -88,11 +109,14 @@ def fetch_set(
     *,
     base_url: str | None = None,
     timeout: float = 60,
+    keyring: Keyring | None = None,
+    decrypt: bool = True,
 ) -> Fetched:
+    """``decrypt``: write an encrypted set's objects decrypted (with ``keyring``)."""
     checksum, expected = _find(catalog, backup_id)
     url = links.url(links.target(backup_id, checksum), base_url)
     out.mkdir(parents=True, exist_ok=True)
-    check = _Check(checksum)
+    check = _Check(checksum, keyring, decrypt)
     try:
         with httpx.stream("GET", url, timeout=timeout) as response:
             if response.status_code != 200:
@@ -107,7 +131,7 @@ def fetch_set(
     if check.problems:
         more = f" (and {len(check.problems) - 1} more)" if len(check.problems) > 1 else ""
         raise FetchFailed(f"{check.problems[0]}{more}")
-    return Fetched(backup_id, out, expected, total)
+    return Fetched(backup_id, out, expected, total, decrypted=check.key is not None)
 
 
 def _find(catalog: Catalog, backup_id: int) -> tuple[str, list[str]]:
@@ -136,7 +160,7 @@ def _unpack(chunks: Iterator[bytes], expected: list[str], out: Path, check: _Che
                 check.manifest_received(data)
                 got = _Received(len(data), hashlib.sha256(data).hexdigest())
             else:
-                got = _copy(source, _destination(out, member.name))
+                got = _copy(source, _destination(out, member.name), check.key, member.name)
                 check.object_received(member.name, got)
             total += got.size
         if index + 1 != len(expected):
@@ -144,14 +168,38 @@ def _unpack(chunks: Iterator[bytes], expected: list[str], out: Path, check: _Che
     return total
 
 
-def _copy(source: IO[bytes], dest: Path) -> _Received:
-    sha, size = hashlib.sha256(), 0
+class _Hashing:
+    """What is read through it, hashed and counted (the stored bytes)."""
+
+    def __init__(self, inner: IO[bytes]) -> None:
+        self.inner = inner
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        chunk = self.inner.read(n)
+        self.sha.update(chunk)
+        self.size += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        pass
+
+
+def _copy(source: IO[bytes], dest: Path, key: SetKey | None, name: str) -> _Received:
+    hashing = _Hashing(source)
     with open(dest, "wb") as f:
-        while chunk := source.read(CHUNK):
-            sha.update(chunk)
-            size += len(chunk)
-            f.write(chunk)
-    return _Received(size, sha.hexdigest())
+        if key is None:
+            while chunk := hashing.read(CHUNK):
+                f.write(chunk)
+        else:
+            try:
+                plain = DecryptingReader(hashing, key.data_key, name)
+                while chunk := plain.read_chunk():
+                    f.write(chunk)
+            except StorageError as e:
+                raise FetchFailed(f"{name}: {e}") from None
+    return _Received(hashing.size, hashing.sha.hexdigest())
 
 
 def _destination(out: Path, name: str) -> Path:

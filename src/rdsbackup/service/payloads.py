@@ -4,7 +4,10 @@ from storage in chunks.
 Which objects exist is decided by the set's catalog records only; a name from a link is
 compared with them and never used to build a storage key itself. The bytes are served
 as stored: clients verify them against the manifest (whose sha256 is the set's
-``Checksum``), so a corrupt object is detected where it is used.
+``Checksum``), so a corrupt object is detected where it is used. The objects of an
+encrypted set are served encrypted (docs/encryption.md): a link is a bearer token, and
+whoever holds one gets no more than what storage holds; ``rdsbackup backup download``
+decrypts with the key.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ class _Set:
     checksum: str
     mtime: int
     objects: list[str]
+    encrypted: bool = False
 
 
 class Payloads:
@@ -91,7 +95,7 @@ class Payloads:
                 return self._archive(backup_id, found)
             if object_name not in (MANIFEST_NAME, *found.objects):
                 raise PayloadNotFound(object_name)
-            return self._object(found.prefix + object_name)
+            return self._object(found.prefix + object_name, found.encrypted)
         except ObjectNotFound as e:
             log.warning("backup set %s: %s is missing from storage", backup_id, e)
             raise PayloadNotFound(str(e)) from e
@@ -113,11 +117,12 @@ class Payloads:
             lambda start, stop: layout.read(start, stop, read_member),
         )
 
-    def _object(self, key: str) -> Payload:
+    def _object(self, key: str, encrypted: bool) -> Payload:
         storage = self.storage
+        name = PurePosixPath(key).name
         return Payload(
-            PurePosixPath(key).name,
-            _content_type(key),
+            name,
+            _content_type(key) if not encrypted or name == MANIFEST_NAME else _ENCRYPTED,
             storage.size(key),
             lambda start, stop: read_object(storage, key, start, stop - start),
         )
@@ -135,6 +140,7 @@ class Payloads:
                 checksum=row.checksum,
                 mtime=epoch_seconds(row.end_time),
                 objects=[o.name for o in row.objects],
+                encrypted=bool(row.encryption_key_id),
             )
 
     def db_objects(self, backup_id: int, checksum: str) -> dict[str, str]:
@@ -172,6 +178,9 @@ class Payloads:
                 raise ValueError(f"object {name} of database {database} is not in the set")
             result[database] = match
         return result
+
+
+_ENCRYPTED = "application/octet-stream"
 
 
 def _content_type(name: str) -> str:

@@ -1,10 +1,11 @@
-"""Compressed, checksummed object streams over any :class:`Storage`.
+"""Compressed, checksummed (and optionally encrypted) object streams over any :class:`Storage`.
 
 :class:`SetWriter` is the sink engines write into: each raw stream is compressed with
-zstd (multi-threaded inside libzstd, outside the GIL), hashed (sha256 of the stored
-bytes) and written through the storage driver, with no temporary copy. :class:`SetReader`
-gives the raw bytes back and fails loudly at EOF when the stored bytes do not match
-the manifest.
+zstd (multi-threaded inside libzstd, outside the GIL), encrypted when the set has a
+data key (:mod:`rdsbackup.storage.crypto`, chunked AES-256-GCM), hashed (sha256 of the
+stored bytes) and written through the storage driver, with no temporary copy.
+:class:`SetReader` gives the raw bytes back and fails loudly when the stored bytes do
+not match the manifest (at EOF) or a chunk fails authentication (where it is read).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import zstandard
 from rdsbackup.manifest import Manifest, StoredObject
 from rdsbackup.readahead import ReadAhead
 from rdsbackup.storage.base import ObjectWriter, Storage, StorageError
+from rdsbackup.storage.crypto import DecryptingReader, EncryptingWriter
+from rdsbackup.storage.keys import Keyring, KeyUnavailable, SetKey
 
 CHUNK = 1 << 20
 COMPRESSIONS = ("zstd", "gzip", "none")
@@ -59,6 +62,7 @@ class SetWriter:
         compression: str = "zstd",
         level: int = 1,
         threads: int = 2,
+        encryption: SetKey | None = None,
     ) -> None:
         if compression not in COMPRESSIONS:
             raise ValueError(f"unsupported compression {compression!r}")
@@ -67,6 +71,7 @@ class SetWriter:
         self.compression = compression
         self.level = level
         self.threads = threads
+        self.encryption = encryption
         self._lock = threading.Lock()
         self._raw_bytes = 0
         self.objects: list[StoredObject] = []
@@ -87,19 +92,27 @@ class SetWriter:
         raw = 0
         with self.storage.writer(self.prefix + stored) as out:
             hashing = _HashingWriter(out)
+            sink: ObjectWriter = hashing
+            sealer = None
+            if self.encryption is not None:
+                key = self.encryption
+                sealer = EncryptingWriter(hashing, key.data_key, stored, key.chunk_size)
+                sink = sealer
             if self.compression == "zstd":
                 # One worker thread adds no parallelism, only a job buffer (tens of MiB at
                 # high levels) that lets Process run ahead of the work: compress in line.
                 threads = self.threads if self.threads > 1 and not inline else 0
                 cctx = zstandard.ZstdCompressor(level=self.level, threads=threads)
-                with cctx.stream_writer(cast(IO[bytes], hashing), closefd=False) as z:
+                with cctx.stream_writer(cast(IO[bytes], sink), closefd=False) as z:
                     raw = self._pump(stream, z)
             elif self.compression == "gzip":
-                gz = _GzipWriter(hashing, min(max(self.level, 1), 9))
+                gz = _GzipWriter(sink, min(max(self.level, 1), 9))
                 raw = self._pump(stream, gz)
                 gz.close()
             else:
-                raw = self._pump(stream, hashing)
+                raw = self._pump(stream, sink)
+            if sealer is not None:
+                sealer.close()
         obj = StoredObject(stored, hashing.size, raw, hashing.sha.hexdigest(), self.compression)
         with self._lock:
             self.objects.append(obj)
@@ -151,8 +164,12 @@ class _GzipWriter:
 
 
 class _GunzipReader(io.RawIOBase):
-    def __init__(self, raw: _VerifyingRaw) -> None:
-        self.raw = raw
+    """Decompresses ``source`` (the verifying or decrypting reader of object ``name``);
+    reading ``source`` to its end is what checks the checksum."""
+
+    def __init__(self, source: io.RawIOBase, name: str) -> None:
+        self.source = source
+        self.name = name
         self.z = zlib.decompressobj(31)
         self.pending = b""
 
@@ -161,17 +178,13 @@ class _GunzipReader(io.RawIOBase):
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         while not self.pending:
-            chunk = self.raw.inner.read(CHUNK)
-            if chunk:
-                self.raw.sha.update(chunk)
-                self.raw.size += len(chunk)
+            chunk = self.source.read(CHUNK)
             try:
                 self.pending = self.z.decompress(chunk) if chunk else self.z.flush()
             except zlib.error as e:
-                raise ChecksumMismatch(self.raw.obj.name, f"gzip: {e}") from e
+                raise ChecksumMismatch(self.name, f"gzip: {e}") from e
             if not chunk:
                 if not self.pending:
-                    self.raw.finish()
                     return 0
                 break
         n = min(len(buffer), len(self.pending))
@@ -180,7 +193,7 @@ class _GunzipReader(io.RawIOBase):
         return n
 
     def close(self) -> None:
-        self.raw.close()
+        self.source.close()
         super().close()
 
 
@@ -227,9 +240,9 @@ class _DecompressingReader(io.RawIOBase):
     """Decompresses what ``raw`` verifies; reading and hashing run ahead on their own
     thread (:class:`ReadAhead`) while this one decompresses."""
 
-    def __init__(self, raw: _VerifyingRaw) -> None:
-        self.name = raw.obj.name
-        self.source = ReadAhead(raw, name="verify-read")
+    def __init__(self, source: io.RawIOBase, name: str) -> None:
+        self.name = name
+        self.source = ReadAhead(source, name="verify-read")
         self.z = zstandard.ZstdDecompressor().stream_reader(
             cast(IO[bytes], self.source), read_across_frames=True, read_size=CHUNK
         )
@@ -254,12 +267,21 @@ class _DecompressingReader(io.RawIOBase):
 
 
 class SetReader:
-    """Reads the objects of a stored set, verifying each against the manifest."""
+    """Reads the objects of a stored set, verifying each against the manifest; an
+    encrypted set's data key is unwrapped with ``keyring`` (KeyUnavailable if it
+    cannot be)."""
 
-    def __init__(self, storage: Storage, prefix: str, manifest: Manifest) -> None:
+    def __init__(
+        self, storage: Storage, prefix: str, manifest: Manifest, keyring: Keyring | None = None
+    ) -> None:
         self.storage = storage
         self.prefix = prefix.rstrip("/") + "/"
         self.manifest = manifest
+        self.key: SetKey | None = None
+        if manifest.encryption:
+            if keyring is None:
+                raise KeyUnavailable("the set is encrypted and no encryption keys are configured")
+            self.key = keyring.set_key(manifest.encryption)
 
     def _stored(self, name: str) -> StoredObject:
         for obj in self.manifest.objects:
@@ -271,22 +293,32 @@ class SetReader:
         obj = self._stored(name)
         return _VerifyingRaw(self.storage.reader(self.prefix + obj.name), obj)
 
+    def _plain(self, raw: _VerifyingRaw) -> io.RawIOBase:
+        """The compressed bytes: the stored ones, decrypted if the set is encrypted."""
+        if self.key is None:
+            return raw
+        try:
+            return DecryptingReader(raw, self.key.data_key, raw.obj.name)
+        except BaseException:
+            raw.close()
+            raise
+
     def open(self, name: str) -> BinaryIO:
         """Raw bytes of object ``name`` (stored name, or the name given to ``put``)."""
         raw = self._verifying(name)
         obj = raw.obj
-        inner: io.RawIOBase = raw
+        inner = self._plain(raw)
         if obj.compression == "zstd":
-            inner = _DecompressingReader(raw)
+            inner = _DecompressingReader(inner, obj.name)
         elif obj.compression == "gzip":
-            inner = _GunzipReader(raw)
+            inner = _GunzipReader(inner, obj.name)
         return io.BufferedReader(inner, buffer_size=CHUNK)
 
     def open_stored(self, name: str) -> tuple[BinaryIO, str]:
-        """The stored bytes of object ``name`` and their compression; reading to the end
-        checks size and sha256, as ``open`` does."""
+        """The compressed bytes of object ``name`` (decrypted, for an encrypted set) and
+        their compression; reading to the end checks size and sha256, as ``open`` does."""
         raw = self._verifying(name)
-        return io.BufferedReader(raw, buffer_size=CHUNK), raw.obj.compression
+        return io.BufferedReader(self._plain(raw), buffer_size=CHUNK), raw.obj.compression
 
     def verify(self, name: str) -> None:
         """Check one stored object's size and sha256 without decompressing it."""

@@ -8,6 +8,7 @@ from typing import Any
 
 from rdsbackup.api.protocol import Call
 from rdsbackup.service.backups import BackupService
+from rdsbackup.service.encryption import EncryptionService
 from rdsbackup.service.instances import InstanceService
 from rdsbackup.service.links import LinkMaker
 from rdsbackup.service.policies import PolicyService
@@ -23,12 +24,19 @@ class Services:
     restores: RestoreService | None = None
     releases: ReleaseService | None = None
     policies: PolicyService | None = None
+    encryption: EncryptionService | None = None
 
 
 Handler = Callable[[Call, Services], dict[str, Any]]
 
 
 def action_table() -> dict[str, Handler]:
-    from rdsbackup.api.actions import backups, instances, policies, restores
+    from rdsbackup.api.actions import backups, encryption, instances, policies, restores
 
-    return {**backups.ACTIONS, **instances.ACTIONS, **restores.ACTIONS, **policies.ACTIONS}
+    return {
+        **backups.ACTIONS,
+        **instances.ACTIONS,
+        **restores.ACTIONS,
+        **policies.ACTIONS,
+        **encryption.ACTIONS,
+    }
