@@ -258,7 +258,13 @@ def build_service(
     )
     releases = ReleaseService(core.catalog, core.supervisor, core.storage)
     clock = clock or SystemClock()
-    policies = PolicyService(core.catalog, core.instances, settings.compression, clock=clock)
+    policies = PolicyService(
+        core.catalog,
+        core.instances,
+        settings.compression,
+        clock=clock,
+        encrypt_default=settings.encrypt_backups,
+    )
     services = Services(
         backups,
         core.instances,

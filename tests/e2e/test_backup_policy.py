@@ -610,3 +610,45 @@ def test_every_method_of_a_server_with_its_data_directory_here(
         )
         assert resp.status_code == 200, resp.text
         assert policy(rds, instance_id)["BackupMethod"] == method
+
+
+def test_the_extensions_gfs_counts_and_encryption_switch(
+    rds: Rds, fresh_instance: Callable[..., str]
+) -> None:
+    instance_id = fresh_instance("MariaDB")
+    before = policy(rds, instance_id)
+    assert (before["BackupEncryption"], before["EncryptionKey"]) == ("Disabled", "")
+    assert (before["GfsWeeklyCount"], before["GfsMonthlyCount"], before["GfsYearlyCount"]) == (
+        0,
+        0,
+        0,
+    )
+    resp = call(
+        rds,
+        "ModifyBackupPolicy",
+        DBInstanceId=instance_id,
+        BackupPolicyMode="DataBackupPolicy",
+        PreferredBackupTime="02:00Z-03:00Z",
+        PreferredBackupPeriod="Monday,Thursday",
+        BackupRetentionPeriod="7",
+        GfsMonthlyCount="12",
+        GfsYearlyCount="5",
+    )
+    assert resp.status_code == 200, resp.text
+    refused = call(
+        rds,
+        "ModifyBackupPolicy",
+        DBInstanceId=instance_id,
+        BackupPolicyMode="DataBackupPolicy",
+        PreferredBackupTime="02:00Z-03:00Z",
+        PreferredBackupPeriod="Monday,Thursday",
+        BackupRetentionPeriod="7",
+        GfsYearlyCount="101",
+    )
+    assert "GfsYearlyCount" in expect(refused, 400, "InvalidParameter")
+    resp = call(rds, "EnableBackupEncryption", DBInstanceName=instance_id)
+    assert resp.status_code == 200, resp.text
+    after = policy(rds, instance_id)
+    assert (after["GfsMonthlyCount"], after["GfsYearlyCount"]) == (12, 5)
+    assert after["BackupEncryption"] == "Enabled"
+    assert_terraform_reads(after)

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from rdsbackup.catalog.db import Catalog
-from rdsbackup.catalog.models import BackupPolicy, Instance
+from rdsbackup.catalog.models import BackupPolicy, Instance, policy_for
 from rdsbackup.clock import ManualClock
 from rdsbackup.schedule import WINDOW, backup_days, window_start_minutes
 from rdsbackup.service import errors
@@ -307,6 +307,9 @@ BOUNDS: list[tuple[str, list[Any], list[Any], type[errors.InvalidValue], str]] =
         errors.InvalidValue,
         "LogBackupFrequency",
     ),
+    ("gfs_weekly_count", [0, 1, 520], [-1, 521], errors.InvalidValue, "GfsWeeklyCount"),
+    ("gfs_monthly_count", [0, 12, 1200], [-1, 1201], errors.InvalidValue, "GfsMonthlyCount"),
+    ("gfs_yearly_count", [0, 5, 100], [-1, 101], errors.InvalidValue, "GfsYearlyCount"),
 ]
 
 
@@ -600,3 +603,32 @@ def test_concurrent_changes_make_one_row_and_the_last_writer_wins(both_catalogs:
     assert failures == []
     assert p.rows() == 1
     assert p.describe().backup_retention_period in range(10, 22)
+
+
+def test_encryption_shows_the_instance_switch_else_the_setting_and_a_reset_keeps_it(
+    policies: Policies,
+) -> None:
+    encrypting = PolicyService(
+        policies.catalog,
+        policies.service.instances,
+        "zstd",
+        clock=ManualClock(NOW),
+        encrypt_default=True,
+    )
+    assert policies.describe().backup_encryption is False
+    assert encrypting.describe(policies.who, policies.instance_id).backup_encryption is True
+    with policies.catalog.write() as s:
+        row = policy_for(s, policies.instance_id)
+        row.backup_encryption, row.encryption_key_id = True, "k2"
+        s.add(row)
+    policies.modify(
+        PolicyChanges(
+            preferred_backup_time="02:00Z-03:00Z",
+            preferred_backup_period="Tuesday,Thursday,Saturday",
+            backup_retention_period=7,
+            enable_backup_log=True,
+            log_backup_retention_period=7,
+        )
+    )  # Terraform's delete: no BackupPolicyMode
+    view = policies.describe()
+    assert (view.backup_encryption, view.encryption_key_id) == (True, "k2")

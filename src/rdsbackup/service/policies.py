@@ -27,7 +27,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rdsbackup.catalog.db import Catalog
-from rdsbackup.catalog.models import DELETED, BackupPolicy, Instance, policy_for
+from rdsbackup.catalog.models import (
+    DELETED,
+    BackupPolicy,
+    Instance,
+    encrypts_backups,
+    policy_for,
+)
 from rdsbackup.clock import Clock, SystemClock
 from rdsbackup.compress_types import CODES, code_of, compression_of
 from rdsbackup.engines.base import BackupMethod, BackupPlan, EngineError
@@ -95,6 +101,10 @@ class PolicyChanges:
     local_log_retention_space: int | None = None
     high_space_usage_protection: str | None = None
     log_backup_local_retention_number: int | None = None
+    # Extension: grandfather-father-son counts (jobs/retention_rules.py), data mode
+    gfs_weekly_count: int | None = None
+    gfs_monthly_count: int | None = None
+    gfs_yearly_count: int | None = None
 
 
 LOG_FIELDS = frozenset(
@@ -150,7 +160,14 @@ class PolicyView:
     high_space_usage_protection: str
     log_backup_local_retention_number: int
     log_backup_frequency: str
+    gfs_weekly_count: int
+    gfs_monthly_count: int
+    gfs_yearly_count: int
     next_backup_time: datetime
+    backup_encryption: bool
+    """Whether new sets are encrypted: the instance's switch, else the setting."""
+    encryption_key_id: str
+    """The key EnableBackupEncryption named; empty: the active one."""
 
 
 class PolicyService:
@@ -160,10 +177,12 @@ class PolicyService:
         instances: InstanceService,
         default_compression: str = "zstd",
         clock: Clock | None = None,
+        encrypt_default: bool = False,
     ) -> None:
         self.catalog = catalog
         self.instances = instances
         self.default_compression = default_compression
+        self.encrypt_default = encrypt_default
         self.clock = clock or SystemClock()
 
     def describe(self, who: Principal, instance_id: str) -> PolicyView:
@@ -193,6 +212,7 @@ class PolicyService:
     def _view(self, policy: BackupPolicy) -> PolicyView:
         stored = {f.name: getattr(policy, f.name) for f in fields(PolicyView) if f.name in _COLUMNS}
         stored["compress_type"] = code_of(policy.compress_type, self.default_compression)
+        stored["backup_encryption"] = encrypts_backups(policy, self.encrypt_default)
         return PolicyView(
             **stored,
             compression=compression_of(policy.compress_type, self.default_compression),
@@ -375,6 +395,9 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "local_log_retention_space": _between("LocalLogRetentionSpace", 0, 50),
     "high_space_usage_protection": _one_of("HighSpaceUsageProtection", SWITCHES),
     "log_backup_local_retention_number": _between("LogBackupLocalRetentionNumber", 6, 100, -1),
+    "gfs_weekly_count": _between("GfsWeeklyCount", 0, 520),
+    "gfs_monthly_count": _between("GfsMonthlyCount", 0, 1200),
+    "gfs_yearly_count": _between("GfsYearlyCount", 0, 100),
 }
 
 

@@ -77,6 +77,9 @@ def modify_backup_policy(call: Call, svc: Services) -> dict[str, Any]:
         local_log_retention_space=_integer(p, "LocalLogRetentionSpace"),
         high_space_usage_protection=p.optional("HighSpaceUsageProtection"),
         log_backup_local_retention_number=_integer(p, "LogBackupLocalRetentionNumber"),
+        gfs_weekly_count=_integer(p, "GfsWeeklyCount"),
+        gfs_monthly_count=_integer(p, "GfsMonthlyCount"),
+        gfs_yearly_count=_integer(p, "GfsYearlyCount"),
     )
     assert svc.policies is not None
     view = svc.policies.modify(call.principal, instance_id, changes)
@@ -122,8 +125,15 @@ def _describe_body(v: PolicyView) -> dict[str, Any]:
         "HighSpaceUsageProtection": v.high_space_usage_protection,
         "LogBackupLocalRetentionNumber": v.log_backup_local_retention_number,
         "LogBackupFrequency": v.log_backup_frequency,
-        # Extension: the service's compression the CompressType code stands for.
+        # Extensions: the service's compression the CompressType code stands for; the
+        # grandfather-father-son counts (0: off); encryption of new sets (Enable/
+        # DisableBackupEncryption, else the encrypt_backups setting) and its key.
         "Compression": v.compression,
+        "GfsWeeklyCount": v.gfs_weekly_count,
+        "GfsMonthlyCount": v.gfs_monthly_count,
+        "GfsYearlyCount": v.gfs_yearly_count,
+        "BackupEncryption": "Enabled" if v.backup_encryption else "Disabled",
+        "EncryptionKey": v.encryption_key_id,
     }
 
 
