@@ -46,8 +46,6 @@ NAMING = {
 }
 
 UNFINISHED = f"status NOT IN ('{JobStatus.FINISHED}', '{JobStatus.FAILED}')"
-DELETED = InstanceStatus.DELETED
-"""Kept for the importers of ``catalog.models.DELETED``."""
 
 
 def split_names(value: str) -> list[str]:

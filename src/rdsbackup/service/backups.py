@@ -26,7 +26,6 @@ from sqlalchemy.orm import Session
 
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import (
-    DELETED,
     BackupJob,
     BackupSet,
     Instance,
@@ -38,7 +37,7 @@ from rdsbackup.jobs.planning import NoParent, Planner
 from rdsbackup.jobs.removal import finish_removals, mark_deleting
 from rdsbackup.service import errors
 from rdsbackup.service.auth import Principal
-from rdsbackup.service.instances import InstanceService
+from rdsbackup.service.instances import InstanceService, owned_instance
 from rdsbackup.service.views import BackupView, InstanceView, JobView, Page
 from rdsbackup.states import (
     JOB_PROGRESSING,
@@ -165,7 +164,7 @@ class BackupService:
     def _insert_job(self, who: Principal, req: CreateBackupRequest, plan: BackupPlan) -> int:
         now = utcnow()
         with self.catalog.write() as s:
-            instance = self._lock_instance(s, who, req.instance_id)
+            instance = owned_instance(s, who, req.instance_id, lock=True)
             self._check_instance(instance, req.job_mode)
             active = s.scalar(
                 select(BackupJob.id).where(
@@ -209,19 +208,6 @@ class BackupService:
             s.add(job)
             s.flush()
             return job.id
-
-    def _lock_instance(self, s: Session, who: Principal, instance_id: str) -> Instance:
-        query = select(Instance).where(
-            Instance.id == instance_id,
-            Instance.account_id == who.account_id,
-            Instance.status != DELETED,
-        )
-        if not self.catalog.is_sqlite:
-            query = query.with_for_update()
-        instance = s.scalar(query)
-        if instance is None:
-            raise errors.InstanceNotFound()
-        return instance
 
     @staticmethod
     def _check_instance(instance: Instance | InstanceView, job_mode: str) -> None:

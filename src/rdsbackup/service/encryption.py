@@ -7,12 +7,11 @@ instance that never used either action follows the ``encrypt_backups`` setting.
 
 from __future__ import annotations
 
-from sqlalchemy import select
-
 from rdsbackup.catalog.db import Catalog
-from rdsbackup.catalog.models import DELETED, Instance, policy_for
+from rdsbackup.catalog.models import policy_for
 from rdsbackup.service import errors
 from rdsbackup.service.auth import Principal
+from rdsbackup.service.instances import owned_instance
 from rdsbackup.storage.keys import Keyring
 from rdsbackup.timeutil import utcnow
 
@@ -38,15 +37,7 @@ class EncryptionService:
 
     def _set(self, who: Principal, instance_id: str, on: bool, key_id: str) -> None:
         with self.catalog.write() as s:
-            instance = s.scalar(
-                select(Instance).where(
-                    Instance.id == instance_id,
-                    Instance.account_id == who.account_id,
-                    Instance.status != DELETED,
-                )
-            )
-            if instance is None:
-                raise errors.InstanceNotFound()
+            owned_instance(s, who, instance_id, lock=True)
             policy = policy_for(s, instance_id)
             policy.backup_encryption = on
             policy.encryption_key_id = key_id

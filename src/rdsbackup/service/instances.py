@@ -10,13 +10,31 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from rdsbackup.catalog.db import Catalog
-from rdsbackup.catalog.models import DELETED, Database, Instance
+from rdsbackup.catalog.models import Database, Instance
 from rdsbackup.engines.base import BackupPlan
 from rdsbackup.instances.inventory import Inventory
 from rdsbackup.ratelimit import Throttle
 from rdsbackup.service import errors
 from rdsbackup.service.auth import Principal
 from rdsbackup.service.views import DatabaseView, InstanceView, Page
+from rdsbackup.states import InstanceStatus
+
+
+def owned_instance(s: Session, who: Principal, instance_id: str, *, lock: bool = False) -> Instance:
+    """The caller's instance (not released) in ``s``, else InstanceNotFound. ``lock``
+    takes its row (``FOR UPDATE`` on PostgreSQL; on SQLite the write transaction is the
+    lock): the writers that check an instance's state before they change what hangs on
+    it (CreateBackup, ModifyBackupPolicy, DeleteDBInstance) serialise on this row."""
+    query = select(Instance).where(
+        Instance.id == instance_id,
+        Instance.account_id == who.account_id,
+        Instance.status != InstanceStatus.DELETED,
+    )
+    instance = s.scalar(query.with_for_update() if lock else query)
+    if instance is None:
+        raise errors.InstanceNotFound()
+    return instance
+
 
 PROBE_BURST = 3
 
@@ -44,22 +62,14 @@ class InstanceService:
 
     def get(self, who: Principal, instance_id: str) -> InstanceView:
         with self.catalog.read() as s:
-            instance = s.scalar(
-                select(Instance).where(
-                    Instance.id == instance_id,
-                    Instance.account_id == who.account_id,
-                    Instance.status != DELETED,
-                )
-            )
-            if instance is None:
-                raise errors.InstanceNotFound()
+            instance = owned_instance(s, who, instance_id)
             return InstanceView.of(instance, _databases(s, instance.id))
 
     def find(
         self, who: Principal, filters: InstanceFilter, page: int, size: int
     ) -> Page[InstanceView]:
         query = select(Instance).where(
-            Instance.account_id == who.account_id, Instance.status != DELETED
+            Instance.account_id == who.account_id, Instance.status != InstanceStatus.DELETED
         )
         if filters.instance_ids:
             query = query.where(Instance.id.in_(filters.instance_ids))

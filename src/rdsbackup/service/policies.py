@@ -23,12 +23,8 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import (
-    DELETED,
     BackupPolicy,
     Instance,
     encrypts_backups,
@@ -42,7 +38,7 @@ from rdsbackup.engines.families import MARIADB, family_of
 from rdsbackup.schedule import WEEKDAYS, next_backup_time
 from rdsbackup.service import errors
 from rdsbackup.service.auth import Principal
-from rdsbackup.service.instances import InstanceService
+from rdsbackup.service.instances import InstanceService, owned_instance
 from rdsbackup.service.views import InstanceView
 from rdsbackup.states import InstanceStatus, LockMode
 
@@ -198,7 +194,7 @@ class PolicyService:
         if "backup_method" in values:
             self._check_method(instance.id, values["backup_method"])
         with self.catalog.write() as s:
-            row = self._lock_instance(s, who, instance_id)
+            row = owned_instance(s, who, instance_id, lock=True)
             _check_state(row)
             policy = policy_for(s, row.id)
             _combine(policy, values, row.engine)
@@ -228,19 +224,6 @@ class PolicyService:
             raise errors.UnsupportedBackupMethod(e.reason) from None
         except EngineError as e:
             raise errors.IncorrectInstanceState(e.reason) from None
-
-    def _lock_instance(self, s: Session, who: Principal, instance_id: str) -> Instance:
-        query = select(Instance).where(
-            Instance.id == instance_id,
-            Instance.account_id == who.account_id,
-            Instance.status != DELETED,
-        )
-        if not self.catalog.is_sqlite:
-            query = query.with_for_update()
-        row = s.scalar(query)
-        if row is None:
-            raise errors.InstanceNotFound()
-        return row
 
 
 _COLUMNS = frozenset(c.key for c in BackupPolicy.__table__.columns)

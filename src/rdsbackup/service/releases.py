@@ -24,7 +24,6 @@ from sqlalchemy.orm import Session
 
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import (
-    DELETED,
     BackupJob,
     BackupSet,
     Instance,
@@ -33,6 +32,7 @@ from rdsbackup.catalog.models import (
 from rdsbackup.jobs.removal import finish_removals, mark_deleting
 from rdsbackup.service import errors
 from rdsbackup.service.auth import Principal
+from rdsbackup.service.instances import owned_instance
 from rdsbackup.states import (
     JOB_UNFINISHED,
     BackupStatus,
@@ -62,16 +62,7 @@ class ReleaseService:
         if keep not in KEEP_POLICIES:
             raise errors.InvalidValue("ReleasedKeepPolicy", f"one of {', '.join(KEEP_POLICIES)}")
         with self.catalog.write() as s:
-            query = select(Instance).where(
-                Instance.id == instance_id,
-                Instance.account_id == who.account_id,
-                Instance.status != DELETED,
-            )
-            if not self.catalog.is_sqlite:
-                query = query.with_for_update()  # CreateBackup locks the same row
-            instance = s.scalar(query)
-            if instance is None:
-                raise errors.InstanceNotFound()
+            instance = owned_instance(s, who, instance_id, lock=True)
             _check_idle(s, instance)
             sets = list(
                 s.scalars(
@@ -99,7 +90,7 @@ class ReleaseService:
         finish_removals(self.catalog, self.storage, marked)
         with self.catalog.write() as s:
             row = s.get_one(Instance, instance_id)
-            row.status, row.status_reason = DELETED, reason
+            row.status, row.status_reason = InstanceStatus.DELETED, reason
         log.info(
             "instance %s deleted (ReleasedKeepPolicy=%s, %d backup sets deleted)",
             instance_id,
