@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 from rdsbackup.api.actions import Services, action_table
 from rdsbackup.api.download import DownloadEndpoint
 from rdsbackup.api.http import RpcEndpoint, asgi_app
+from rdsbackup.api.metrics import ApiMetrics, MetricsEndpoint, metrics_registry
 from rdsbackup.api.protocol import Protocol
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.secrets import SecretBox
@@ -38,6 +39,7 @@ from rdsbackup.service.encryption import EncryptionService
 from rdsbackup.service.instances import InstanceService
 from rdsbackup.service.lease import NamedLease
 from rdsbackup.service.links import LinkMaker, LinkSigner
+from rdsbackup.service.metrics import CatalogCollector
 from rdsbackup.service.payloads import Payloads
 from rdsbackup.service.policies import PolicyService
 from rdsbackup.service.releases import ReleaseService
@@ -274,7 +276,10 @@ def build_service(
         policies=policies,
         encryption=EncryptionService(core.catalog, core.keyring),
     )
-    endpoint = RpcEndpoint(protocol, services, actions, settings.host_id)
+    registry = metrics_registry(CatalogCollector(core.catalog))
+    api_metrics = ApiMetrics(registry, actions)
+    endpoint = RpcEndpoint(protocol, services, actions, settings.host_id, api_metrics)
+    metrics = MetricsEndpoint(registry, settings.metrics_token)
     lease = NamedLease(
         core.catalog, LEASE_NAME, leases.owner, settings.scheduler_lease_seconds, clock
     )
@@ -288,7 +293,11 @@ def build_service(
         restore_dispatcher=restore_dispatcher,
         janitor=Janitor(core.catalog, leases, core.storage),
         health=HealthMonitor(core.inventory, core.supervisor),
-        asgi=asgi_app(endpoint, DownloadEndpoint(links.signer, payloads, settings.host_id)),
+        asgi=asgi_app(
+            endpoint,
+            DownloadEndpoint(links.signer, payloads, settings.host_id),
+            metrics if settings.metrics_enabled else None,
+        ),
         scheduler=Scheduler(core.catalog, backups, lease, clock),
     )
 

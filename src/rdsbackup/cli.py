@@ -53,8 +53,8 @@ def _core(config: Path | None) -> Core:
     return build_core(_settings(config))
 
 
-def _logging() -> None:
-    logs.configure(logging.INFO)
+def _logging(settings: Settings | None = None) -> None:
+    logs.configure(logging.INFO, settings.log_format if settings else "json")
 
 
 @app.command()
@@ -67,8 +67,8 @@ def serve(
     ] = False,
 ) -> None:
     """Run the API and the job workers."""
-    _logging()
     settings = _settings(config)
+    _logging(settings)
     _serve(settings, host or settings.host, port or settings.port, keep_local_servers)
 
 
@@ -110,8 +110,8 @@ def demo(config: ConfigOpt = None, port: Annotated[int | None, typer.Option()] =
     """Provision the demo instances (once), print how to call the API, and serve."""
     from rdsbackup.demo import ensure_demo, print_welcome
 
-    _logging()
     settings = _settings(config)
+    _logging(settings)
 
     def prepare(service: Service) -> None:
         info = ensure_demo(service.core)

@@ -12,7 +12,7 @@ import os
 import secrets
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import (
@@ -108,6 +108,13 @@ class Settings(BaseSettings):
     encryption_key_id: str | None = None
     """The key id that wraps the data keys of new sets; default: the only configured
     key, else the state folder's. Sets name their key id: rotating keeps old ones readable."""
+
+    log_format: Literal["json", "text"] = "json"
+    """Log lines of ``rdsbackup serve``: JSON objects (one a line) or plain text."""
+    metrics_enabled: bool = True
+    """Serve Prometheus metrics at ``/metrics`` (docs/metrics.md)."""
+    metrics_token: str | None = Field(default=None, repr=False)
+    """Bearer token ``/metrics`` requires; unset: only loopback clients may scrape."""
 
     @classmethod
     def settings_customise_sources(

@@ -34,6 +34,7 @@ from rdsbackup.instances.servers import LocalServer, local_server
 from rdsbackup.instances.supervisor import Supervisor
 from rdsbackup.jobs.leases import STOPPED, Heartbeat, Leases
 from rdsbackup.jobs.sets import SetStore, SetUnavailable
+from rdsbackup.logs import log_context
 from rdsbackup.states import (
     FingerprintSource,
     InstanceStatus,
@@ -73,6 +74,13 @@ class RestoreRunner:
             return
         with self.catalog.read() as s:
             task = s.get_one(RestoreTask, task_id)
+        with log_context(
+            RestoreTaskId=task_id, BackupId=task.backup_id, DBInstanceId=task.source_instance_id
+        ):
+            self._run_claimed(task)
+
+    def _run_claimed(self, task: RestoreTask) -> None:
+        task_id = task.id
         steps: dict[str, Callable[[RestoreTask], None]] = {
             RestoreKind.CLONE: self._clone,
             RestoreKind.DATABASE: self._restore_database,

@@ -34,6 +34,7 @@ from rdsbackup.engines.registry import EngineRegistry
 from rdsbackup.instances.inventory import Inventory
 from rdsbackup.jobs.leases import STOPPED, Heartbeat, Leases
 from rdsbackup.jobs.planning import Parent, Planner
+from rdsbackup.logs import log_context
 from rdsbackup.manifest import MANIFEST_NAME, Manifest
 from rdsbackup.states import (
     JOB_PROGRESSING,
@@ -120,6 +121,11 @@ class JobRunner:
         if not self.leases.claim(job_id):
             return
         job = self._job(job_id)
+        with log_context(BackupJobId=job_id, DBInstanceId=job.instance_id):
+            self._run_claimed(job)
+
+    def _run_claimed(self, job: BackupJob) -> None:
+        job_id = job.id
         prefix = f"{job.instance_id}/{job.id}/"
         progress = _Progress()
         try:
@@ -181,6 +187,7 @@ class JobRunner:
         data = manifest.to_json()
         self.storage.write_bytes(prefix + MANIFEST_NAME, data)
         self._finish(job, plan, parent, manifest, hashlib.sha256(data).hexdigest(), result, started)
+        log.info("backup job %s finished: %d bytes stored", job.id, manifest.size)
 
     def _manifest(
         self,
