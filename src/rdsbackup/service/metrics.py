@@ -38,7 +38,7 @@ PREFIX = "rdsbackup_"
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0)
 """Seconds: a small dump takes seconds, a large physical backup hours."""
 SIZE_BUCKETS = tuple(float(1 << n) for n in range(20, 42, 2))
-"""Bytes: 1 MiB to 2 TiB in powers of four."""
+"""Bytes: 1 MiB to 1 TiB in powers of four."""
 
 
 def _seconds(value: datetime) -> float:
