@@ -113,8 +113,9 @@ class Settings(BaseSettings):
     """Log lines of ``rdsbackup serve``: JSON objects (one a line) or plain text."""
     metrics_enabled: bool = True
     """Serve Prometheus metrics at ``/metrics`` (docs/metrics.md)."""
-    metrics_token: str | None = Field(default=None, repr=False)
-    """Bearer token ``/metrics`` requires; unset: only loopback clients may scrape."""
+    metrics_token: str | None = Field(default=None, min_length=16, repr=False)
+    """Bearer token ``/metrics`` requires (16 characters or more); unset: only loopback
+    clients may scrape."""
 
     @classmethod
     def settings_customise_sources(

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from alibabacloud_rds20140815 import models
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
 
 from rdsbackup.catalog.models import BackupSet
 from rdsbackup.config import Settings
@@ -242,3 +243,10 @@ def test_labels_name_no_account(rig: Rig) -> None:
     ).text
     assert rig.instance_id in text
     assert "acct1" not in text and rig.key.access_key_id not in text
+
+
+def test_a_short_token_is_refused_at_start() -> None:
+    with pytest.raises(ValidationError, match="metrics_token"):
+        Settings(metrics_token="secret")
+    with pytest.raises(ValidationError, match="metrics_token"):
+        Settings(metrics_token="")
