@@ -185,3 +185,30 @@ def test_errors_carry_the_alibaba_code_and_exit_codes_tell_what_failed(
     unreachable = cli("backup", "list", rds.instance_id)
     assert unreachable.exit_code == 3
     assert unreachable.stderr.startswith("error: unreachable: http://127.0.0.1:1/")
+
+
+def test_api_calls_any_action_and_checks_its_parameters(rds: MemoryRds) -> None:
+    changed = cli(
+        "api",
+        "ModifyBackupPolicy",
+        f"DBInstanceId={rds.instance_id}",
+        "PreferredBackupTime=03:00Z-04:00Z",
+        "PreferredBackupPeriod=Monday,Thursday",
+        "BackupRetentionPeriod=14",
+    )
+    assert changed.exit_code == 0, changed.stderr
+    policy = cli_json("instance", "show", rds.instance_id)["BackupPolicy"]
+    assert policy["PreferredBackupTime"] == "03:00Z-04:00Z"
+    assert policy["PreferredBackupPeriod"] == "Monday,Thursday"
+    assert str(policy["BackupRetentionPeriod"]) == "14"
+    assert cli("api", "ModifyBackupPolicy", "oops").exit_code == 2
+    refused = cli(
+        "api",
+        "ModifyBackupPolicy",
+        f"DBInstanceId={rds.instance_id}",
+        "PreferredBackupTime=25:00Z-26:00Z",
+        "PreferredBackupPeriod=Monday",
+        "BackupRetentionPeriod=14",
+    )
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith("error: InvalidPreferredBackupTime.Format (400): ")

@@ -18,6 +18,7 @@ from rdsbackup import logs
 from rdsbackup.app import Core, Service, build_core, build_service
 from rdsbackup.cli_check import check
 from rdsbackup.cli_client import (
+    api_call,
     backup_create,
     backup_list,
     backup_show,
@@ -58,6 +59,7 @@ instance_app.command("show")(instance_show)
 app.add_typer(job_app, name="job")
 app.add_typer(profile_app, name="profile")
 app.command("check")(check)
+app.command("api")(api_call)
 console = Console()
 
 ConfigOpt = Annotated[

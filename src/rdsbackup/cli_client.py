@@ -18,6 +18,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.filesize import decimal
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -91,14 +92,31 @@ def emit_json(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
-def show_rows(rows: list[dict[str, Any]], columns: list[str], output: Output) -> None:
+Columns = list[tuple[str, str]]
+"""(header, field) pairs: short headers in a table, the API's field names in JSON."""
+BYTE_FIELDS = frozenset({"BackupSize", "BytesDone", "BytesExpected"})
+TIME_FIELDS = frozenset({"BackupStartTime", "BackupEndTime", "StartTime"})
+
+
+def show_rows(rows: list[dict[str, Any]], columns: Columns, output: Output) -> None:
     if output == Output.json:
         emit_json(rows)
         return
-    table = Table(*(Column(c, overflow="fold") for c in columns))  # never cut a value
+    table = Table(
+        *(
+            Column(header, overflow="fold", min_width=20 if key in TIME_FIELDS else None)
+            for header, key in columns
+        )
+    )
     for row in rows:
-        table.add_row(*(str(row.get(c, "")) for c in columns))
+        table.add_row(*(_cell(key, row.get(key, "")) for _, key in columns))
     out.print(table)
+
+
+def _cell(key: str, value: Any) -> str:
+    if key in BYTE_FIELDS and str(value).isdigit():
+        return decimal(int(value))
+    return str(value)
 
 
 def show_record(record: dict[str, Any], output: Output) -> None:
@@ -126,16 +144,15 @@ class CreateType(StrEnum):
     IncrementalBackup = "IncrementalBackup"
 
 
-BACKUP_COLUMNS = [
-    "BackupId",
-    "BackupStatus",
-    "BackupMethod",
-    "BackupType",
-    "BackupMode",
-    "BackupStartTime",
-    "BackupEndTime",
-    "BackupSize",
-    "VerifyStatus",
+BACKUP_COLUMNS: Columns = [
+    ("BackupId", "BackupId"),
+    ("Status", "BackupStatus"),
+    ("Method", "BackupMethod"),
+    ("Type", "BackupType"),
+    ("Mode", "BackupMode"),
+    ("Start", "BackupStartTime"),
+    ("Size", "BackupSize"),
+    ("Verify", "VerifyStatus"),
 ]
 
 
@@ -243,17 +260,16 @@ def find_backup(client: RdsClient, instance: str, backup_id: str) -> dict[str, A
 
 # -- jobs --------------------------------------------------------------------------------------
 
-JOB_COLUMNS = [
-    "BackupJobId",
-    "BackupStatus",
-    "BackupProgressStatus",
-    "Process",
-    "BackupMethod",
-    "BackupType",
-    "JobMode",
-    "StartTime",
-    "BytesDone",
-    "BytesExpected",
+JOB_COLUMNS: Columns = [
+    ("BackupJobId", "BackupJobId"),
+    ("Status", "BackupStatus"),
+    ("Process", "Process"),
+    ("Method", "BackupMethod"),
+    ("Type", "BackupType"),
+    ("Mode", "JobMode"),
+    ("Started", "StartTime"),
+    ("Done", "BytesDone"),
+    ("Expected", "BytesExpected"),
 ]
 
 
@@ -354,6 +370,28 @@ def instance_show(
     show_record(policy, output)
 
 
+# -- any action -------------------------------------------------------------------------------
+
+
+def api_call(
+    action: Annotated[str, typer.Argument(help="The API action, e.g. ModifyBackupPolicy.")],
+    params: Annotated[
+        list[str] | None, typer.Argument(help="Name=Value parameters.", show_default=False)
+    ] = None,
+    profile: ProfileOpt = None,
+) -> None:
+    """Call any action of the API with a profile's key; prints the JSON answer (as
+    ``aliyun rds <Action> --Name Value`` does)."""
+    values: dict[str, str | int | None] = {}
+    for pair in params or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            fail(f"{pair!r} is not Name=Value", EXIT_USAGE)
+        values[name] = value
+    with api(profile) as client:
+        emit_json(client.call(action, values))
+
+
 # -- profiles ----------------------------------------------------------------------------------
 
 
@@ -392,4 +430,4 @@ def profile_list(output: OutputOpt = Output.table) -> None:
         }
         for name, p in profiles.items()
     ]
-    show_rows(rows, ["Profile", "Endpoint", "AccessKeyId", "RegionId"], output)
+    show_rows(rows, [(c, c) for c in ("Profile", "Endpoint", "AccessKeyId", "RegionId")], output)
