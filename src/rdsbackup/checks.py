@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.filesize import decimal
 from sqlalchemy import select
 
 from rdsbackup.app import Core
@@ -84,7 +85,9 @@ def check_instance(core: Core, instance_id: str, engine_name: str) -> list[Findi
         info = engine.probe(access)
     except EngineError as e:
         return [finding("server", False, e.reason)]
-    out = [finding("server", True, f"{engine_name} {info.version}, {info.data_bytes} bytes")]
+    out = [
+        finding("server", True, f"{engine_name} {info.version}, {decimal(info.data_bytes)} of data")
+    ]
     out.extend(finding(f"tool {method}", ok, d) for method, ok, d in _tools(family))
     methods_ok = 0
     for method in BackupMethod:
@@ -175,5 +178,5 @@ def _space(
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     free = shutil.disk_usage(probe).free
-    detail = f"{free} bytes free in {storage_dir}; the data is {data_bytes} bytes"
+    detail = f"{decimal(free)} free in {storage_dir}; the data is {decimal(data_bytes)}"
     return finding("space", free >= data_bytes, detail)
