@@ -3,8 +3,9 @@ for endpoint and key), so they work against a remote service: ``backup create/li
 show``, ``job list/watch``, ``instance show`` and ``profile add/list``.
 
 Exit codes: 0 done; 1 the service answered with an error, or the job failed; 2 usage
-(bad option, no usable profile); 3 the endpoint could not be reached. Errors are one
-line on stderr: ``error: <Alibaba code> (<HTTP status>): <message>``.
+(bad option, no usable profile); 3 the endpoint could not be reached; 130 Ctrl-C while
+following a job (which goes on). Errors are one line on stderr: ``error: <Alibaba
+code> (<HTTP status>): <message>``.
 """
 
 from __future__ import annotations
@@ -332,7 +333,7 @@ def follow_job(
         console=err,
         transient=False,
     )
-    with progress:
+    with progress, _still_running(instance, job_id):
         task = progress.add_task(f"job {job_id}", total=None, phase="NoStart")
         while True:
             job = get_job(client, instance, job_id)
@@ -345,6 +346,20 @@ def follow_job(
             if job["BackupStatus"] in JOB_ENDED:
                 return job
             sleep(interval)
+
+
+@contextmanager
+def _still_running(instance: str, job_id: str) -> Iterator[None]:
+    """Ctrl-C stops the watching, not the job: say so, and exit 130 as shells do."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err.print(
+            f"interrupted; backup job {job_id} goes on: rdsbackup job watch {instance} {job_id}",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(130) from None
 
 
 # -- instances ---------------------------------------------------------------------------------
