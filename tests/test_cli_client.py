@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from rdsbackup.cli import app
+from rdsbackup.service.fetch import FetchFailed, fetch_url
 from tests.fixtures.memory import MemoryRds
 from tests.fixtures.service import Key, signed_v1
 
@@ -212,3 +213,27 @@ def test_api_calls_any_action_and_checks_its_parameters(rds: MemoryRds) -> None:
     )
     assert refused.exit_code == 1
     assert refused.stderr.startswith("error: InvalidPreferredBackupTime.Format (400): ")
+
+
+def test_backup_fetch_downloads_the_set_and_checks_it_against_its_manifest(
+    rds: MemoryRds, tmp_path: Path
+) -> None:
+    made = cli_json("backup", "create", rds.instance_id, "--wait", "--interval", "0.2")
+    fetched = cli(
+        "backup", "fetch", rds.instance_id, made["BackupId"], "--out", str(tmp_path / "s")
+    )
+    assert fetched.exit_code == 0, fetched.stderr
+    got = json.loads(fetched.stdout)
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert got["Files"] == ["manifest.json", *(o["name"] for o in manifest["objects"])]
+    assert got["Encrypted"] is False
+    for name in got["Files"][1:]:
+        assert (tmp_path / "s" / name).stat().st_size > 0
+
+    # A link whose set does not match the Checksum the client was given: refused.
+    stored = cli_json("backup", "show", rds.instance_id, made["BackupId"])
+    with pytest.raises(FetchFailed, match="does not match the set's Checksum"):
+        fetch_url(stored["BackupDownloadURL"], "0" * 64, tmp_path / "bad", 1)
+    missing = cli("backup", "fetch", rds.instance_id, "987654", "--out", str(tmp_path / "x"))
+    assert missing.exit_code == 1
+    assert missing.stderr.startswith("error: InvalidBackupSetID.NotFound (404): ")

@@ -20,6 +20,7 @@ from rdsbackup.cli_check import check
 from rdsbackup.cli_client import (
     api_call,
     backup_create,
+    backup_fetch,
     backup_list,
     backup_show,
     instance_show,
@@ -41,7 +42,8 @@ instance_app = typer.Typer(
 )
 backup_app = typer.Typer(
     no_args_is_help=True,
-    help="Backup sets (create, list, show: through the API and a profile; the others: local).",
+    help="Backup sets (create, list, show, fetch: through the API and a profile; the others:"
+    " on the service host).",
 )
 schedule_app = typer.Typer(no_args_is_help=True, help="The scheduler of automated backups.")
 app.add_typer(key_app, name="key")
@@ -55,6 +57,7 @@ backup_app.command("unpin")(backup_unpin)
 backup_app.command("create")(backup_create)
 backup_app.command("list")(backup_list)
 backup_app.command("show")(backup_show)
+backup_app.command("fetch")(backup_fetch)
 instance_app.command("show")(instance_show)
 app.add_typer(job_app, name="job")
 app.add_typer(profile_app, name="profile")
