@@ -25,8 +25,10 @@ def check(
     ] = None,
     output: OutputOpt = Output.table,
 ) -> None:
-    """Can each instance be backed up right now: server, tools, methods, rights, space.
-    Runs on the service host with its settings; exit 1 if any check fails."""
+    """Can each instance be backed up now: server, tools, methods, rights, space.
+
+    Runs on the service host with its settings and changes nothing; exit 1 if any
+    check fails."""
     findings = check_all(build_core(load_settings(config)), instance)
     if instance is not None and not findings:
         typer.echo(f"error: InvalidDBInstanceId.NotFound: no instance {instance}", err=True)

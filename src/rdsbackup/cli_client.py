@@ -251,9 +251,11 @@ def backup_fetch(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the set into.")],
     profile: ProfileOpt = None,
 ) -> None:
-    """Download a set through its BackupDownloadURL and verify every object against its
-    manifest, and the manifest against the set's Checksum (from anywhere: an encrypted
-    set's objects stay encrypted; `backup download` on the service host decrypts)."""
+    """Download a set through its BackupDownloadURL and verify it.
+
+    The manifest is checked against the set's Checksum, every object against the
+    manifest. An encrypted set's objects stay encrypted (`backup download`, on the
+    service host, decrypts)."""
     from rdsbackup.manifest import MANIFEST_NAME, Manifest
     from rdsbackup.service.fetch import FetchFailed, fetch_url
 
@@ -405,8 +407,7 @@ def instance_show(
     profile: ProfileOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
-    """An instance's attributes and its backup policy (API: DescribeDBInstanceAttribute,
-    DescribeBackupPolicy)."""
+    """An instance's attributes and backup policy (API: DescribeDBInstanceAttribute)."""
     with api(profile) as client:
         body = client.call("DescribeDBInstanceAttribute", {"DBInstanceId": instance})
         attribute = dict(body["Items"]["DBInstanceAttribute"][0])
@@ -430,8 +431,9 @@ def api_call(
     ] = None,
     profile: ProfileOpt = None,
 ) -> None:
-    """Call any action of the API with a profile's key; prints the JSON answer (as
-    ``aliyun rds <Action> --Name Value`` does)."""
+    """Call any API action with Name=Value parameters; prints the JSON answer.
+
+    As `aliyun rds <Action> --Name Value` does, signed with the profile's key."""
     values: dict[str, str | int | None] = {}
     for pair in params or []:
         name, sep, value = pair.partition("=")
@@ -452,8 +454,10 @@ def profile_add(
     name: Annotated[str, typer.Argument(help="Profile name.")] = "default",
     region_id: Annotated[str, typer.Option(help="RegionId.")] = DEFAULT_REGION,
 ) -> None:
-    """Add or replace a profile; the AccessKeySecret is asked for (never an option,
-    which the shell history and ps would show)."""
+    """Add or replace a profile (file mode 0600).
+
+    The AccessKeySecret is asked for, never an option: the shell history and ps would
+    show it."""
     secret = typer.prompt("AccessKeySecret", hide_input=True)
     path = profiles_path()
     try:

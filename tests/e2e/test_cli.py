@@ -7,21 +7,24 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rdsbackup.instances.servers import LocalServer
-from tests.fixtures.service import RDSBACKUP, Rds, signed_v1
+from tests.fixtures.service import RDSBACKUP, Rds, ServiceProcess, signed_v1
 
 
-def run(rds: Rds, *args: str, home: Path) -> subprocess.CompletedProcess[str]:
+def run(
+    rds: Rds, *args: str, home: Path, config: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "RDSBACKUP_PROFILES": str(home / "profiles.toml"),  # none: the environment says all
         "RDSBACKUP_ENDPOINT": rds.endpoint,
         "ALIBABA_CLOUD_ACCESS_KEY_ID": rds.key.access_key_id,
         "ALIBABA_CLOUD_ACCESS_KEY_SECRET": rds.key.secret,
-        "RDSBACKUP_CONFIG": str(rds.service.config),
+        "RDSBACKUP_CONFIG": str(config or rds.service.config),
         "COLUMNS": "200",
     }
     return subprocess.run(
@@ -66,7 +69,10 @@ def test_backup_create_wait_makes_the_set_describe_backups_lists(
 
 
 def test_check_passes_for_the_fixture_servers_and_names_what_is_missing(
-    rds: Rds, mariadb: LocalServer, tmp_path: Path
+    rds: Rds,
+    mariadb: LocalServer,
+    service_maker: Callable[..., ServiceProcess],
+    tmp_path: Path,
 ) -> None:
     for instance_id in (rds.mariadb_id, rds.postgres_id):
         done = run(rds, "check", instance_id, "--output", "json", home=tmp_path)
@@ -90,16 +96,17 @@ def test_check_passes_for_the_fixture_servers_and_names_what_is_missing(
             "pg_basebackup",
         )
 
-    # The same server registered (to another account) with a data directory the
+    # The same server registered, in a service of its own, with a data directory the
     # service cannot find: Physical and Snapshot cannot run, Logical still can.
-    lost = rds.service.register(mariadb, "acct-check", "--data-dir", str(tmp_path / "gone"))
-    found = run(rds, "check", lost, "-o", "json", home=tmp_path)
+    other = service_maker()
+    lost = other.register(mariadb, "acct1", "--data-dir", str(tmp_path / "gone"))
+    found = run(rds, "check", "-o", "json", home=tmp_path, config=other.config)
     assert found.returncode == 1
     status = {r["Check"]: r["Status"] for r in json.loads(found.stdout)}
     assert status["server"] == "ok" and status["method Logical"] == "ok"
     assert status["method Snapshot"] == "fail"
-    table = run(rds, "check", lost, home=tmp_path)
+    table = run(rds, "check", lost, home=tmp_path, config=other.config)
     assert table.returncode == 1 and "method Snapshot" in table.stdout
-    unknown = run(rds, "check", "rm-nosuchinstance", home=tmp_path)
+    unknown = run(rds, "check", "rm-nosuchinstance", home=tmp_path, config=other.config)
     assert unknown.returncode == 1
     assert unknown.stderr.startswith("error: InvalidDBInstanceId.NotFound")
