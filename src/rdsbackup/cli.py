@@ -16,6 +16,17 @@ from rich.table import Table
 
 from rdsbackup import logs
 from rdsbackup.app import Core, Service, build_core, build_service
+from rdsbackup.cli_check import check
+from rdsbackup.cli_client import (
+    api_call,
+    backup_create,
+    backup_fetch,
+    backup_list,
+    backup_show,
+    instance_show,
+    job_app,
+    profile_app,
+)
 from rdsbackup.cli_retention import backup_pin, backup_unpin, retention_app
 from rdsbackup.config import Settings, load_settings
 from rdsbackup.instances.inventory import Registration
@@ -25,8 +36,15 @@ from rdsbackup.states import RESTORE_ENDED, InstanceStatus, RestoreStatus, Store
 
 app = typer.Typer(no_args_is_help=True, help="Self-hosted Alibaba Cloud RDS backup service.")
 key_app = typer.Typer(no_args_is_help=True, help="Access keys.")
-instance_app = typer.Typer(no_args_is_help=True, help="Database instances.")
-backup_app = typer.Typer(no_args_is_help=True, help="Backup sets.")
+instance_app = typer.Typer(
+    no_args_is_help=True,
+    help="Database instances (show: through the API and a profile; the others: local).",
+)
+backup_app = typer.Typer(
+    no_args_is_help=True,
+    help="Backup sets (create, list, show, fetch: through the API and a profile; the others:"
+    " on the service host).",
+)
 schedule_app = typer.Typer(no_args_is_help=True, help="The scheduler of automated backups.")
 app.add_typer(key_app, name="key")
 app.add_typer(instance_app, name="instance")
@@ -35,6 +53,16 @@ app.add_typer(schedule_app, name="schedule")
 app.add_typer(retention_app, name="retention")
 backup_app.command("pin")(backup_pin)
 backup_app.command("unpin")(backup_unpin)
+# API clients (rdsbackup.cli_client): they sign requests with a profile's key.
+backup_app.command("create")(backup_create)
+backup_app.command("list")(backup_list)
+backup_app.command("show")(backup_show)
+backup_app.command("fetch")(backup_fetch)
+instance_app.command("show")(instance_show)
+app.add_typer(job_app, name="job")
+app.add_typer(profile_app, name="profile")
+app.command("check")(check)
+app.command("api")(api_call)
 console = Console()
 
 ConfigOpt = Annotated[

@@ -115,6 +115,25 @@ def fetch_set(
     """``decrypt``: write an encrypted set's objects decrypted (with ``keyring``)."""
     checksum, expected = _find(catalog, backup_id)
     url = links.url(links.target(backup_id, checksum), base_url)
+    return fetch_url(
+        url, checksum, out, backup_id, expected, timeout=timeout, keyring=keyring, decrypt=decrypt
+    )
+
+
+def fetch_url(
+    url: str,
+    checksum: str,
+    out: Path,
+    backup_id: int,
+    expected: list[str] | None = None,
+    *,
+    timeout: float = 60,
+    keyring: Keyring | None = None,
+    decrypt: bool = True,
+) -> Fetched:
+    """Fetch the set behind a download link (a client's: ``BackupDownloadURL`` and
+    ``Checksum`` of DescribeBackups). ``expected``: the members the archive must hold,
+    in order; None: those its manifest, checked against ``checksum``, lists."""
     out.mkdir(parents=True, exist_ok=True)
     check = _Check(checksum, keyring, decrypt)
     try:
@@ -122,7 +141,7 @@ def fetch_set(
             if response.status_code != 200:
                 response.read()
                 raise FetchFailed(_refusal(response))
-            total = _unpack(response.iter_bytes(CHUNK), expected, out, check)
+            total, expected = _unpack(response.iter_bytes(CHUNK), expected, out, check)
     except httpx.HTTPError as e:
         raise FetchFailed(f"downloading from {url.split('?')[0]} failed: {e}") from e
     except tarfile.TarError as e:
@@ -145,12 +164,15 @@ def _find(catalog: Catalog, backup_id: int) -> tuple[str, list[str]]:
         return found.checksum, [MANIFEST_NAME, *(o.name for o in found.objects)]
 
 
-def _unpack(chunks: Iterator[bytes], expected: list[str], out: Path, check: _Check) -> int:
+def _unpack(
+    chunks: Iterator[bytes], expected: list[str] | None, out: Path, check: _Check
+) -> tuple[int, list[str]]:
     total, index = 0, -1
+    names = expected or [MANIFEST_NAME]
     stream = chunk_stream(chunks, CHUNK)
     with tarfile.open(fileobj=stream, mode="r|") as tar:
         for index, member in enumerate(tar):
-            if index >= len(expected) or member.name != expected[index] or not member.isreg():
+            if index >= len(names) or member.name != names[index] or not member.isreg():
                 raise FetchFailed(f"unexpected member {member.name!r} in the archive")
             source = tar.extractfile(member)
             assert source is not None
@@ -158,14 +180,18 @@ def _unpack(chunks: Iterator[bytes], expected: list[str], out: Path, check: _Che
                 data = source.read()
                 _destination(out, member.name).write_bytes(data)
                 check.manifest_received(data)
+                if expected is None:  # the manifest names the rest, once it is the set's
+                    if check.problems or check.manifest is None:
+                        raise FetchFailed(check.problems[0])
+                    names = [MANIFEST_NAME, *(o.name for o in check.manifest.objects)]
                 got = _Received(len(data), hashlib.sha256(data).hexdigest())
             else:
                 got = _copy(source, _destination(out, member.name), check.key, member.name)
                 check.object_received(member.name, got)
             total += got.size
-        if index + 1 != len(expected):
-            raise FetchFailed(f"the archive ended before {expected[index + 1]}")
-    return total
+        if index + 1 != len(names):
+            raise FetchFailed(f"the archive ended before {names[index + 1]}")
+    return total, names
 
 
 class _Hashing:
