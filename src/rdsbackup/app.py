@@ -19,6 +19,7 @@ from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.secrets import SecretBox
 from rdsbackup.clock import Clock, SystemClock
 from rdsbackup.config import Settings
+from rdsbackup.console.app import console_app
 from rdsbackup.engines.registry import EngineRegistry, default_registry
 from rdsbackup.instances.home import instances_home
 from rdsbackup.instances.inventory import Inventory
@@ -288,7 +289,16 @@ def build_service(
         restore_dispatcher=restore_dispatcher,
         janitor=Janitor(core.catalog, leases, core.storage),
         health=HealthMonitor(core.inventory, core.supervisor),
-        asgi=asgi_app(endpoint, DownloadEndpoint(links.signer, payloads, settings.host_id)),
+        asgi=asgi_app(
+            endpoint,
+            DownloadEndpoint(links.signer, payloads, settings.host_id),
+            console_app(
+                services,
+                core.keys,
+                settings.resolved_secret_key(),
+                https_only=settings.resolved_public_url.startswith("https:"),
+            ),
+        ),
         scheduler=Scheduler(core.catalog, backups, lease, clock),
     )
 

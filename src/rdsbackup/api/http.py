@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rdsbackup.api.actions import Handler, Services
@@ -144,10 +144,17 @@ class _Unrouted:
             await self.rpc(scope, receive, send)
 
 
-def asgi_app(endpoint: RpcEndpoint, download: DownloadEndpoint | None = None) -> Starlette:
+def asgi_app(
+    endpoint: RpcEndpoint,
+    download: DownloadEndpoint | None = None,
+    console: ASGIApp | None = None,
+) -> Starlette:
+    """``console``: the web console, mounted under ``/console``."""
     downloads = _AnyMethod(download.respond) if download else None
     rpc = _AnyMethod(endpoint.respond)
-    routes = [Route(DOWNLOAD_PREFIX + "{rest:path}", downloads)] if downloads else []
+    routes: list[BaseRoute] = [Mount("/console", console)] if console else []
+    if downloads:
+        routes.append(Route(DOWNLOAD_PREFIX + "{rest:path}", downloads))
     app = Starlette(routes=[*routes, Route("/", rpc), Route("/{path:path}", rpc)])
     app.router.default = _Unrouted(rpc, downloads, app.router.default)
     return app

@@ -1,0 +1,250 @@
+"""The console in a real headless Chromium (Debian's, driven by Playwright) against the
+served memory service: sign in, back up with live progress, download, delete; another
+account sees nothing; CSRF, bad credentials, no secret on any page.
+
+With ``RDSBACKUP_CONSOLE_SHOTS=<dir>`` the pages are also saved as screenshots there
+(scripts/console-screenshots.sh writes docs/console/*.png so)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rdsbackup.engines.memory import MemoryServer
+from rdsbackup.service.auth import Principal
+from rdsbackup.service.backups import BackupFilter
+from rdsbackup.service.policies import PolicyService, PolicyView
+from rdsbackup.service.views import BackupView
+from tests.fixtures.memory import MemoryRds
+from tests.fixtures.service import Key
+
+playwright = pytest.importorskip("playwright.sync_api")
+CHROMIUM = "/usr/bin/chromium"
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} missing (scripts/install-deps.sh installs it)", allow_module_level=True)
+
+SHOTS = os.environ.get("RDSBACKUP_CONSOLE_SHOTS")
+TIMEOUT_MS = 15_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[playwright.Browser]:
+    with playwright.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+def base(rds: MemoryRds) -> str:
+    return f"http://{rds.endpoint}/console"
+
+
+def principal(rds: MemoryRds, key: Key) -> Principal:
+    record = rds.memory.service.core.keys.lookup(key.access_key_id)
+    assert record is not None
+    return record.principal
+
+
+def sets(rds: MemoryRds, key: Key, instance_id: str) -> list[BackupView]:
+    who = principal(rds, key)
+    return rds.memory.service.backups.describe_backups(
+        who, instance_id, BackupFilter(), 1, 100
+    ).items
+
+
+def sign_in(page: playwright.Page, rds: MemoryRds, key: Key) -> None:
+    page.goto(base(rds) + "/login")
+    page.fill("input[name=access_key_id]", key.access_key_id)
+    page.fill("input[name=secret]", key.secret)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/console/instances$"))
+
+
+def shot(page: playwright.Page, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+
+
+def no_secret(page: playwright.Page, rds: MemoryRds) -> None:
+    html = page.content()
+    assert rds.key.secret not in html
+    assert rds.server.password not in html
+
+
+def test_sign_in_back_up_live_download_delete(
+    browser: playwright.Browser, memory_rds: MemoryRds, tmp_path: Path
+) -> None:
+    rds = memory_rds
+    context = browser.new_context(accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+
+    # Bad credentials: refused, no session.
+    page.goto(base(rds) + "/login")
+    page.fill("input[name=access_key_id]", rds.key.access_key_id)
+    page.fill("input[name=secret]", rds.key.secret + "x")
+    with page.expect_response(lambda r: r.url.endswith("/console/login")) as answer:
+        page.click("button[type=submit]")
+    assert answer.value.status == 401
+    assert "wrong" in page.inner_text("[role=alert]")
+    assert page.goto(base(rds) + "/instances").url.endswith("/console/login")  # type: ignore[union-attr]
+
+    sign_in(page, rds, rds.key)
+    cookie = next(c for c in context.cookies() if c["name"] == "rdsbackup_console")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/console"
+    row = page.locator(f"tr[data-instance='{rds.instance_id}']")
+    assert "not protected" in row.inner_text()
+    assert "MariaDB" in row.inner_text()
+    no_secret(page, rds)
+
+    # A backup held half way: the page shows it running, then Finished, without a reload.
+    gate = rds.server.block_next_backup()
+    page.click(f"a[href$='/instances/{rds.instance_id}']")
+    page.evaluate("window.notReloaded = true")
+    page.select_option("#backup-form select[name=type]", "FullBackup")
+    page.click("#backup-form button[type=submit]")
+    assert "started" in page.inner_text(".flash.ok")
+    page.evaluate("window.notReloaded = true")
+    assert gate.wait_reached()
+    try:
+        running = page.locator("tr[data-job][data-status=Uploading]")  # held at 50 %
+        running.wait_for()
+        assert "50%" in running.inner_text() and "KiB of" in running.inner_text()
+        shot(page, "instance-running-job")
+    finally:
+        gate.release()
+    page.locator("tr[data-job][data-status=Finished]").wait_for()
+    page.locator("#sets tr[data-set]").wait_for()  # the sets table was fetched again
+    assert page.evaluate("window.notReloaded") is True
+    [backup] = sets(rds, rds.key, rds.instance_id)
+    set_row = page.locator(f"#sets tr[data-set='{backup.id}']")
+    assert "Physical / FullBackup" in set_row.inner_text()
+    no_secret(page, rds)
+
+    # Download: the signed link answers with the set's tar; its manifest is the checksum.
+    with page.expect_download() as download:
+        set_row.locator("button[value=download]").click()
+    data = Path(download.value.path()).read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        first = tar.next()
+        assert first is not None and first.name == "manifest.json"
+        manifest = tar.extractfile(first)
+        assert manifest is not None
+        assert hashlib.sha256(manifest.read()).hexdigest() == backup.checksum
+
+    # The policy form saves through ModifyBackupPolicy.
+    page.goto(base(rds) + f"/instances/{rds.instance_id}")
+    page.fill("#policy-form input[name=retention]", "14")
+    page.check("#policy-form input[value=Monday]")
+    page.click("#policy-form button[type=submit]")
+    assert "saved" in page.inner_text(".flash.ok")
+    policy = _policy(rds)
+    assert policy.backup_retention_period == 14 and "Monday" in policy.preferred_backup_period
+    page.eval_on_selector("#policy-form", "form => { form.noValidate = true; }")  # past the browser's min=7
+    page.fill("#policy-form input[name=retention]", "3")
+    page.click("#policy-form button[type=submit]")
+    assert "InvalidBackupRetentionPeriod.Malformed" in page.inner_text(".flash.error")
+    assert _policy(rds).backup_retention_period == 14
+    shot(page, "backup-sets-and-policy")
+    page.locator("#policy-form").screenshot(
+        path=str(Path(SHOTS or tmp_path) / "policy-form.png")
+    )
+
+    # A failed backup shows its reason.
+    rds.server.fail_next_backup("lost connection to server during dump")
+    page.click("#backup-form button[type=submit]")
+    page.locator("#failed td.reason").wait_for()
+    assert "lost connection" in page.inner_text("#failed")
+
+    # Delete (after the browser's confirm): the set is gone from the page and the service.
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.locator(f"#sets tr[data-set='{backup.id}'] button.danger").click()
+    assert "deleted" in page.inner_text(".flash.ok")
+    assert page.locator(f"#sets tr[data-set='{backup.id}']").count() == 0
+    assert [b.id for b in sets(rds, rds.key, rds.instance_id) if b.status == "Success"] == []
+
+    page.goto(base(rds) + "/instances")
+    shot(page, "instances")
+    no_secret(page, rds)
+    page.click("header button[type=submit]")  # sign out
+    page.wait_for_url(re.compile(r".*/console/login$"))
+    assert page.goto(base(rds) + "/instances").url.endswith("/console/login")  # type: ignore[union-attr]
+    context.close()
+
+
+def test_another_account_sees_nothing_of_the_first(
+    browser: playwright.Browser, memory_rds: MemoryRds
+) -> None:
+    rds = memory_rds
+    other_id = rds.memory.add_instance(MemoryServer(), account="acct2")
+    other = Key(*rds.memory.service.core.accounts.create_key("acct2"))
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    sign_in(page, rds, other)
+    html = page.content()
+    assert other_id in html and rds.instance_id not in html
+
+    first = base(rds) + f"/instances/{rds.instance_id}"
+    for url in (first, first + "/live", first + "/sets"):
+        answer = page.goto(url)
+        assert answer is not None and answer.status == 404, url
+        assert "InvalidDBInstanceId.NotFound" in page.content()
+        assert rds.instance_id not in page.inner_text("main").replace(url, "")
+
+    # A valid form of acct2 aimed at acct1's instance: 404, and nothing is started.
+    page.goto(base(rds) + f"/instances/{other_id}")
+    token = page.get_attribute("#backup-form input[name=csrf_token]", "value")
+    assert token
+    answer = context.request.post(
+        first + "/backup",
+        form={"csrf_token": token, "method": "Physical", "type": "Auto"},
+        max_redirects=0,
+    )
+    assert answer.status == 404
+    who = principal(rds, rds.key)
+    assert rds.memory.service.backups.describe_jobs(who, rds.instance_id) == []
+    context.close()
+
+
+def test_forms_without_the_csrf_token_are_refused(
+    browser: playwright.Browser, memory_rds: MemoryRds
+) -> None:
+    rds = memory_rds
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, rds, rds.key)
+    target = base(rds) + f"/instances/{rds.instance_id}/backup"
+    for form in (
+        {"method": "Physical", "type": "Auto"},
+        {"csrf_token": "forged", "method": "Physical", "type": "Auto"},
+    ):
+        answer = context.request.post(target, form=form, max_redirects=0)
+        assert answer.status == 403
+    who = principal(rds, rds.key)
+    assert rds.memory.service.backups.describe_jobs(who, rds.instance_id) == []
+    # Signing in needs the token too (a forged cross-site sign-in is refused).
+    fresh = browser.new_context()
+    answer = fresh.request.post(
+        base(rds) + "/login",
+        form={"access_key_id": rds.key.access_key_id, "secret": rds.key.secret},
+        max_redirects=0,
+    )
+    assert answer.status == 403
+    fresh.close()
+    context.close()
+
+
+def _policy(rds: MemoryRds) -> PolicyView:
+    core = rds.memory.service.core
+    return PolicyService(core.catalog, core.instances).describe(
+        principal(rds, rds.key), rds.instance_id
+    )
