@@ -49,7 +49,9 @@ def console_app(
         Route(instance + "/backup", console.create_backup, methods=["POST"]),
         Route(instance + "/policy", console.modify_policy, methods=["POST"]),
         *(
-            Route(f"{instance}/backups/{{backup_id}}/{verb}", console.backup_action, methods=["POST"])
+            Route(
+                f"{instance}/backups/{{backup_id}}/{verb}", console.backup_action, methods=["POST"]
+            )
             for verb in ("download", "verify", "clone", "restore-database", "delete")
         ),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

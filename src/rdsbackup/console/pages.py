@@ -180,8 +180,14 @@ class Console:
             now = utcnow()
             rows = []
             for instance in self.services.instances.find(who, InstanceFilter(), 1, 100).items:
-                policy = self.services.policies.describe(who, instance.id) if self.services.policies else None
-                rows.append(instance_row(instance, policy, self._last_success(who, instance.id), now))
+                policy = (
+                    self.services.policies.describe(who, instance.id)
+                    if self.services.policies
+                    else None
+                )
+                rows.append(
+                    instance_row(instance, policy, self._last_success(who, instance.id), now)
+                )
             return self.page(request, "instances.html", who=who, rows=rows, now=now)
 
         return await self.guarded(request, run)
@@ -193,7 +199,9 @@ class Console:
             instance = self.services.instances.get(who, instance_id)
             sets = self._sets(who, instance_id)
             policy = (
-                self.services.policies.describe(who, instance_id) if self.services.policies else None
+                self.services.policies.describe(who, instance_id)
+                if self.services.policies
+                else None
             )
             now = utcnow()
             return self.page(
@@ -282,7 +290,12 @@ class Console:
                 if not name:
                     raise Refused(ApiError(ErrorCode.InvalidParameter, "Name a database."))
                 task = _restores(self.services).restore_database(
-                    who, instance_id, backup.id, name, None, (form.get("new_name") or "").strip() or None
+                    who,
+                    instance_id,
+                    backup.id,
+                    name,
+                    None,
+                    (form.get("new_name") or "").strip() or None,
                 )
                 flash = f"Restore task {task} started: {name} from backup set {backup.id}."
             request.session["flash"] = {"error": False, "text": flash}
@@ -349,7 +362,9 @@ class Console:
                     jobs[j.id] = j
         now = utcnow()
         ordered = sorted(jobs.values(), key=lambda j: j.id, reverse=True)
-        tasks = self.services.restores.tasks(who, instance_id, None) if self.services.restores else []
+        tasks = (
+            self.services.restores.tasks(who, instance_id, None) if self.services.restores else []
+        )
         active = sum(j.status in JOB_UNFINISHED for j in ordered)
         active += sum(t.status not in ("Finished", "Failed") for t in tasks)
         return {
