@@ -262,6 +262,18 @@ def test_forms_without_the_csrf_token_are_refused(browser: Browser, memory_rds: 
         assert answer.status == 403
     who = principal(rds, rds.key)
     assert rds.memory.service.backups.describe_jobs(who, rds.instance_id) == []
+    # A read-only key sees the pages; its buttons are refused as the API refuses it.
+    reader = Key(*rds.memory.service.core.accounts.create_key("acct1", actions="Describe*"))
+    readonly = browser.new_context()
+    page = readonly.new_page()
+    sign_in(page, rds, reader)
+    page.goto(base(rds) + f"/instances/{rds.instance_id}")
+    with page.expect_response(lambda r: r.url.endswith("/backup")) as answer:
+        page.click("#backup-form button[type=submit]")
+    assert answer.value.status == 403 and "Forbidden.RAM" in page.inner_text("main")
+    readonly.close()
+    assert rds.memory.service.backups.describe_jobs(who, rds.instance_id) == []
+
     # Signing in needs the token too (a forged cross-site sign-in is refused).
     fresh = browser.new_context()
     answer = fresh.request.post(
