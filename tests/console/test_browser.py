@@ -90,7 +90,8 @@ def test_sign_in_back_up_live_download_delete(
     page.set_default_timeout(TIMEOUT_MS)
 
     # Bad credentials: refused, no session.
-    page.goto(base(rds) + "/login")
+    page.goto(base(rds))  # /console: the instances, that is the sign-in first
+    assert page.url.endswith("/console/login")
     page.fill("input[name=access_key_id]", rds.key.access_key_id)
     page.fill("input[name=secret]", rds.key.secret + "x")
     with page.expect_response(lambda r: r.url.endswith("/console/login")) as answer:
@@ -268,11 +269,24 @@ def test_forms_without_the_csrf_token_are_refused(browser: Browser, memory_rds: 
     page = readonly.new_page()
     sign_in(page, rds, reader)
     page.goto(base(rds) + f"/instances/{rds.instance_id}")
-    with page.expect_response(lambda r: r.url.endswith("/backup")) as answer:
+    with page.expect_response(lambda r: r.url.endswith("/backup")) as blocked:
         page.click("#backup-form button[type=submit]")
-    assert answer.value.status == 403 and "Forbidden.RAM" in page.inner_text("main")
+    assert blocked.value.status == 403 and "Forbidden.RAM" in page.inner_text("main")
     readonly.close()
     assert rds.memory.service.backups.describe_jobs(who, rds.instance_id) == []
+
+    # Text that is not ASCII is a wrong token or secret like any other, not an error.
+    odd = context.request.post(target, form={"csrf_token": "jeton-é"}, max_redirects=0)
+    assert odd.status == 403
+    fresh = browser.new_context()
+    page = fresh.new_page()
+    page.goto(base(rds) + "/login")
+    page.fill("input[name=access_key_id]", rds.key.access_key_id)
+    page.fill("input[name=secret]", "geheim-ä")
+    with page.expect_response(lambda r: r.url.endswith("/console/login")) as wrong:
+        page.click("button[type=submit]")
+    assert wrong.value.status == 401
+    fresh.close()
 
     # Signing in needs the token too (a forged cross-site sign-in is refused).
     fresh = browser.new_context()

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, quote
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -144,6 +144,10 @@ class _Unrouted:
             await self.rpc(scope, receive, send)
 
 
+async def _console_home(request: Request) -> Response:
+    return RedirectResponse("/console/instances", 303)
+
+
 def asgi_app(
     endpoint: RpcEndpoint,
     download: DownloadEndpoint | None = None,
@@ -152,7 +156,9 @@ def asgi_app(
     """``console``: the web console, mounted under ``/console``."""
     downloads = _AnyMethod(download.respond) if download else None
     rpc = _AnyMethod(endpoint.respond)
-    routes: list[BaseRoute] = [Mount("/console", console)] if console else []
+    routes: list[BaseRoute] = []
+    if console:
+        routes += [Route("/console", _console_home), Mount("/console", console)]
     if downloads:
         routes.append(Route(DOWNLOAD_PREFIX + "{rest:path}", downloads))
     app = Starlette(routes=[*routes, Route("/", rpc), Route("/{path:path}", rpc)])

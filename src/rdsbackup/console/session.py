@@ -19,10 +19,7 @@ def sign_in(request: Request, keys: KeyStore, key_id: str, secret: str) -> Princ
     """The key's principal when the pair is right and the key active; a new session
     (and CSRF token) on success, so a token seen before sign-in is worth nothing."""
     record = keys.lookup(key_id) if key_id else None
-    if record is None:
-        hmac.compare_digest(secret, secret)  # about the same time for unknown keys
-        return None
-    if not (record.active and hmac.compare_digest(record.secret, secret)):
+    if record is None or not (record.active and _same(record.secret, secret)):
         return None
     request.session.clear()
     request.session[KEY] = record.principal.access_key_id
@@ -55,4 +52,9 @@ def csrf_token(request: Request) -> str:
 
 def csrf_ok(request: Request, sent: str | None) -> bool:
     token = request.session.get(CSRF)
-    return isinstance(token, str) and sent is not None and hmac.compare_digest(token, sent)
+    return isinstance(token, str) and sent is not None and _same(token, sent)
+
+
+def _same(expected: str, given: str) -> bool:
+    """Constant-time, for any text (``compare_digest`` refuses non-ASCII ``str``)."""
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogatepass"))
