@@ -23,6 +23,7 @@ from rdsbackup.service.auth import Principal
 from rdsbackup.service.backups import BackupFilter
 from rdsbackup.service.policies import PolicyService, PolicyView
 from rdsbackup.service.views import BackupView
+from rdsbackup.testing import register
 from tests.fixtures.memory import MemoryRds
 from tests.fixtures.service import Key
 
@@ -217,14 +218,22 @@ def test_sign_in_back_up_live_download_delete(
 
 def test_another_account_sees_nothing_of_the_first(browser: Browser, memory_rds: MemoryRds) -> None:
     rds = memory_rds
-    other_id = rds.memory.add_instance(MemoryServer(), account="acct2")
-    other = Key(*rds.memory.service.core.accounts.create_key("acct2"))
+    core = rds.memory.service.core
+    access = rds.memory.engine.serve(MemoryServer())
+    hostile = "<script>window.injected = true</script><b>shop</b>"
+    other_id = register(
+        core.inventory, core.accounts.ensure_account("acct2"), access, description=hostile
+    )
+    other = Key(*core.accounts.create_key("acct2"))
     context = browser.new_context()
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     sign_in(page, rds, other)
     html = page.content()
     assert other_id in html and rds.instance_id not in html
+    # What a user typed is shown as text, never run or parsed as markup.
+    assert hostile in page.inner_text("#instances")
+    assert page.evaluate("window.injected") is None and page.locator("#instances b").count() == 0
 
     first = base(rds) + f"/instances/{rds.instance_id}"
     for url in (first, first + "/live", first + "/sets"):

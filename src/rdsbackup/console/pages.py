@@ -4,6 +4,7 @@ same name: the console has no permission model of its own."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -216,7 +217,7 @@ class Console:
                 methods=BACKUP_METHODS,
                 types=BACKUP_TYPES,
                 chart=chart([b for b in sets if b.status == "Success"]),
-                **self._live(request, who, instance_id),
+                **self._live(request, who, instance_id, sets),
                 **self._set_tables(sets),
             )
 
@@ -354,7 +355,14 @@ class Console:
         )
         return _last(page.items)
 
-    def _live(self, request: Request, who: Principal, instance_id: str) -> dict[str, Any]:
+    def _live(
+        self,
+        request: Request,
+        who: Principal,
+        instance_id: str,
+        sets: list[BackupView] | None = None,
+    ) -> dict[str, Any]:
+        """``sets``: the ones the page shows (its mark must be theirs, not a later read's)."""
         jobs = {j.id: j for j in self.services.backups.describe_jobs(who, instance_id)}
         for job_id in request.session.get("watch", []):
             if isinstance(job_id, int) and job_id not in jobs:
@@ -369,6 +377,7 @@ class Console:
         active += sum(t.status not in ("Finished", "Failed") for t in tasks)
         return {
             "instance_id": instance_id,
+            "sets_mark": sets_mark(self._sets(who, instance_id) if sets is None else sets),
             "jobs": [(j, eta(j, now)) for j in ordered],
             "tasks": sorted(tasks, key=lambda t: t.id, reverse=True)[:20],
             "active": active,
@@ -394,6 +403,12 @@ _ACTION = {
     "restore-database": "RestoreDatabase",
     "policy": "ModifyBackupPolicy",
 }
+
+
+def sets_mark(sets: list[BackupView]) -> str:
+    """Changes whenever the sets table would: the page fetches the table again then."""
+    state = ";".join(f"{b.id}:{b.status}:{b.verify_status}:{b.size}" for b in sets)
+    return hashlib.sha256(state.encode()).hexdigest()[:16]
 
 
 def page_status(error: ApiError) -> int:

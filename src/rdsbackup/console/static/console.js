@@ -1,7 +1,8 @@
 // Live parts of the console, no build step: a section with data-poll is fetched again
-// (1 s while something runs, 5 s when idle) and replaced in place; when the number of
-// running jobs and tasks drops, the section named by data-refresh is fetched again too
-// (a finished job's set appears without a reload). Forms with data-confirm ask first.
+// (1 s while something runs, 5 s when idle) and replaced in place; when the fragment's
+// data-sets mark changes (a set appeared, failed, was verified or deleted), the section
+// named by data-refresh is fetched again too: a finished job's set appears without a
+// reload. Forms with data-confirm ask first.
 "use strict";
 (function () {
   async function fetchInto(el, url) {
@@ -10,25 +11,26 @@
     el.innerHTML = await response.text();
     return true;
   }
-  function active(el) {
-    const state = el.querySelector("[data-active]");
-    return state ? Number(state.dataset.active) : 0;
+  function state(el) {
+    const s = el.querySelector("[data-active]");
+    return s ? { active: Number(s.dataset.active), sets: s.dataset.sets } : { active: 0, sets: "" };
   }
   function poll(el) {
-    let before = active(el);
+    let shown = state(el).sets;
     async function tick() {
       let ok = false;
       try { ok = await fetchInto(el, el.dataset.poll); } catch (e) { ok = true; }
       if (!ok) return;
-      const now = active(el);
+      const now = state(el);
       const target = el.dataset.refresh && document.getElementById(el.dataset.refresh);
-      if (target && now < before) {
-        try { await fetchInto(target, target.dataset.src); } catch (e) { /* next time */ }
+      if (target && now.sets !== shown) {
+        try {
+          if (await fetchInto(target, target.dataset.src)) shown = now.sets;
+        } catch (e) { /* next time */ }
       }
-      before = now;
-      setTimeout(tick, now > 0 ? 1000 : 5000);
+      setTimeout(tick, now.active > 0 ? 1000 : 5000);
     }
-    setTimeout(tick, before > 0 ? 1000 : 5000);
+    setTimeout(tick, state(el).active > 0 ? 1000 : 5000);
   }
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-poll]").forEach(poll);
