@@ -3,6 +3,7 @@
 # quick when everything is present. Services are not started by the packages: the
 # project runs its own servers on its own ports and folders. xfsprogs: the tests make
 # an XFS file system (on a loop device) to take Snapshot sets with reflink clones.
+# chromium: the web console's browser tests (Playwright drives /usr/bin/chromium).
 set -euo pipefail
 
 PACKAGES=(
@@ -11,6 +12,7 @@ PACKAGES=(
   zstd mydumper sysbench
   python3 python3-venv
   xfsprogs
+  chromium
 )
 
 missing=()

@@ -20,6 +20,7 @@ from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.secrets import SecretBox
 from rdsbackup.clock import Clock, SystemClock
 from rdsbackup.config import Settings
+from rdsbackup.console.app import console_app
 from rdsbackup.engines.registry import EngineRegistry, default_registry
 from rdsbackup.instances.home import instances_home
 from rdsbackup.instances.inventory import Inventory
@@ -297,6 +298,12 @@ def build_service(
             endpoint,
             DownloadEndpoint(links.signer, payloads, settings.host_id),
             metrics if settings.metrics_enabled else None,
+            console=console_app(
+                services,
+                core.keys,
+                settings.resolved_secret_key(),
+                https_only=settings.resolved_public_url.startswith("https:"),
+            ),
         ),
         scheduler=Scheduler(core.catalog, backups, lease, clock),
     )

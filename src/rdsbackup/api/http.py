@@ -14,8 +14,8 @@ from urllib.parse import parse_qsl, quote
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rdsbackup.api.actions import Handler, Services
@@ -193,15 +193,25 @@ class _Unrouted:
 METRICS_PATH = "/metrics"
 
 
+async def _console_home(request: Request) -> Response:
+    return RedirectResponse("/console/instances", 303)
+
+
 def asgi_app(
     endpoint: RpcEndpoint,
     download: DownloadEndpoint | None = None,
     metrics: MetricsEndpoint | None = None,
+    console: ASGIApp | None = None,
 ) -> Starlette:
-    """``metrics`` None (``metrics_enabled`` off): ``/metrics`` is an RPC path like any."""
+    """``metrics`` None (``metrics_enabled`` off): ``/metrics`` is an RPC path like any.
+    ``console``: the web console, mounted under ``/console``."""
     downloads = _AnyMethod(download.respond) if download else None
     rpc = _AnyMethod(endpoint.respond)
-    routes = [Route(DOWNLOAD_PREFIX + "{rest:path}", downloads)] if downloads else []
+    routes: list[BaseRoute] = []
+    if console:
+        routes += [Route("/console", _console_home), Mount("/console", console)]
+    if downloads:
+        routes.append(Route(DOWNLOAD_PREFIX + "{rest:path}", downloads))
     if metrics is not None:
         routes.append(Route(METRICS_PATH, _AnyMethod(metrics.respond)))
     app = Starlette(routes=[*routes, Route("/", rpc), Route("/{path:path}", rpc)])
