@@ -8,7 +8,6 @@ import base64
 import io
 import json
 import os
-import shutil
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,12 +21,10 @@ from alibabacloud_rds20140815 import models
 from alibabacloud_tea_openapi.exceptions import ClientException
 
 from rdsbackup.app import build_links
-from rdsbackup.config import Settings
-from rdsbackup.instances.servers import free_port
 from rdsbackup.manifest import MANIFEST_NAME, Manifest
 from rdsbackup.service.fetch import FetchFailed, fetch_set
 from rdsbackup.testing import MemoryService, memory_service
-from tests.fixtures.memory import shop
+from tests.fixtures.memory import memory_settings, served, shop
 from tests.fixtures.service import Key, signed_v1, tea_client, wait_job
 
 KEYS = {k: base64.b64encode(os.urandom(32)).decode() for k in ("kms-old", "kms-new")}
@@ -57,29 +54,17 @@ class Encrypted:
 
 @pytest.fixture
 def rds_enc(tmp_path: Path, migrated_catalog: Path) -> Iterator[Encrypted]:
-    state = tmp_path / "state"
-    state.mkdir()
-    shutil.copyfile(migrated_catalog, state / "catalog.db")
-    settings = Settings(
-        state_dir=state,
-        port=free_port(),
-        heartbeat_seconds=0.2,
-        job_lease_seconds=5,
-        encryption_keys=KEYS,
-        encryption_key_id="kms-new",
+    memory = memory_service(
+        memory_settings(
+            tmp_path, migrated_catalog, encryption_keys=KEYS, encryption_key_id="kms-new"
+        )
     )
-    memory = memory_service(settings)
     instance_id = memory.add_instance(shop(), account="acct1")
     memory.add_instance(shop(), account="acct2")
     key = Key(*memory.service.core.accounts.create_key("acct1"))
     other = Key(*memory.service.core.accounts.create_key("acct2"))
-    memory.service.start()
-    try:
-        with memory.serving() as endpoint:
-            yield Encrypted(endpoint, key, other, instance_id, memory)
-    finally:
-        memory.service.stop()
-        memory.service.core.catalog.dispose()
+    with served(memory) as endpoint:
+        yield Encrypted(endpoint, key, other, instance_id, memory)
 
 
 def _describe(rds: Encrypted, backup_id: str) -> Any:

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +24,9 @@ from sqlalchemy import select
 
 from rdsbackup import logs
 from rdsbackup.catalog.models import BackupJob, BackupSet, Instance, RestoreTask
-from rdsbackup.config import Settings
 from rdsbackup.engines.base import ServerAccess
-from rdsbackup.instances.servers import free_port
 from rdsbackup.testing import MemoryService, memory_service, register
-from tests.fixtures.memory import shop
+from tests.fixtures.memory import memory_settings, served, shop
 from tests.fixtures.service import Key, signed_v1, tea_client, wait_job
 
 TOKEN = "metrics-" + secrets.token_hex(12)
@@ -67,14 +64,9 @@ def logged(tmp_path: Path, migrated_catalog: Path) -> Iterator[Logged]:
     stream = io.StringIO()
     logs.configure(logging.DEBUG, "json", stream=stream)  # what `rdsbackup serve` installs
     root.handlers[0].addFilter(_service_side)
-    state = tmp_path / "state"
-    state.mkdir()
-    shutil.copyfile(migrated_catalog, state / "catalog.db")
-    settings = Settings(
-        state_dir=state,
-        port=free_port(),
-        heartbeat_seconds=0.2,
-        job_lease_seconds=5,
+    settings = memory_settings(
+        tmp_path,
+        migrated_catalog,
         secret_key=SECRET_KEY,
         encrypt_backups=True,
         encryption_keys={"kms-1": ENCRYPTION_KEY},
@@ -85,13 +77,10 @@ def logged(tmp_path: Path, migrated_catalog: Path) -> Iterator[Logged]:
     server.password = "pw-" + secrets.token_urlsafe(16)
     instance_id = memory.add_instance(server, account="acct1")
     key = Key(*memory.service.core.accounts.create_key("acct1"))
-    memory.service.start()
     try:
-        with memory.serving() as endpoint:
+        with served(memory) as endpoint:
             yield Logged(memory, endpoint, key, instance_id, server.password, stream)
     finally:
-        memory.service.stop()
-        memory.service.core.catalog.dispose()
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
 

@@ -4,7 +4,6 @@ figures a user alerts on after real API calls (official SDK and signed requests)
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,9 +19,8 @@ from pydantic import ValidationError
 from rdsbackup.catalog.models import BackupSet
 from rdsbackup.config import Settings
 from rdsbackup.engines.memory import MemoryServer
-from rdsbackup.instances.servers import free_port
 from rdsbackup.testing import MemoryService, memory_service
-from tests.fixtures.memory import shop
+from tests.fixtures.memory import memory_settings, served, shop
 from tests.fixtures.service import Key, signed_v1, tea_client, wait_job
 
 TOKEN = "scrape-token-7f3a"
@@ -85,28 +83,14 @@ def asgi_get(memory: MemoryService, path: str, client_host: str) -> httpx.Respon
     return asyncio.run(call())
 
 
-def _settings(tmp_path: Path, migrated_catalog: Path, **extra: Any) -> Settings:
-    state = tmp_path / "state"
-    state.mkdir()
-    shutil.copyfile(migrated_catalog, state / "catalog.db")
-    return Settings(
-        state_dir=state, port=free_port(), heartbeat_seconds=0.2, job_lease_seconds=5, **extra
-    )
-
-
 @pytest.fixture
 def rig(tmp_path: Path, migrated_catalog: Path) -> Iterator[Rig]:
-    memory = memory_service(_settings(tmp_path, migrated_catalog, metrics_token=TOKEN))
+    memory = memory_service(memory_settings(tmp_path, migrated_catalog, metrics_token=TOKEN))
     server = shop()
     instance_id = memory.add_instance(server, account="acct1")
     key = Key(*memory.service.core.accounts.create_key("acct1"))
-    memory.service.start()
-    try:
-        with memory.serving() as endpoint:
-            yield Rig(endpoint, key, instance_id, server, memory)
-    finally:
-        memory.service.stop()
-        memory.service.core.catalog.dispose()
+    with served(memory) as endpoint:
+        yield Rig(endpoint, key, instance_id, server, memory)
 
 
 def test_a_token_is_required_when_set(rig: Rig) -> None:
@@ -127,7 +111,7 @@ def test_a_token_is_required_when_set(rig: Rig) -> None:
 def test_without_a_token_only_loopback_clients_may_scrape(
     tmp_path: Path, migrated_catalog: Path
 ) -> None:
-    memory = memory_service(_settings(tmp_path, migrated_catalog))
+    memory = memory_service(memory_settings(tmp_path, migrated_catalog))
     try:
         with memory.serving() as endpoint:  # 127.0.0.1
             assert httpx.get(f"http://{endpoint}/metrics", timeout=10).status_code == 200
@@ -139,7 +123,7 @@ def test_without_a_token_only_loopback_clients_may_scrape(
 
 
 def test_metrics_can_be_switched_off(tmp_path: Path, migrated_catalog: Path) -> None:
-    memory = memory_service(_settings(tmp_path, migrated_catalog, metrics_enabled=False))
+    memory = memory_service(memory_settings(tmp_path, migrated_catalog, metrics_enabled=False))
     try:
         resp = asgi_get(memory, "/metrics", "127.0.0.1")
         assert resp.status_code == 400 and "rdsbackup_" not in resp.text  # an RPC path like any
