@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from rdsbackup.schedule import WEEKDAYS
 from rdsbackup.service.policies import PolicyView
 from rdsbackup.service.views import BackupView, InstanceView, JobView
 
-DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+DAYS = WEEKDAYS
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,10 @@ class _Ended:
         return max(0.0, (self.finished - self.started).total_seconds())
 
 
+def _per_instance(name: str, documentation: str) -> GaugeMetricFamily:
+    return GaugeMetricFamily(PREFIX + name, documentation, labels=("instance_id", "engine"))
+
+
 def _histogram(
     name: str,
     documentation: str,
@@ -209,33 +213,24 @@ class CatalogCollector(Collector):
         )
 
         by_instance = {row[0]: row for row in sets}
-        success = GaugeMetricFamily(
-            PREFIX + "backup_last_success_timestamp_seconds",
+        success = _per_instance(
+            "backup_last_success_timestamp_seconds",
             "End time of the newest available successful backup set (0: none).",
-            labels=("instance_id", "engine"),
         )
-        count_family = GaugeMetricFamily(
-            PREFIX + "backup_sets", "Available backup sets.", labels=("instance_id", "engine")
-        )
-        size_family = GaugeMetricFamily(
-            PREFIX + "backup_sets_stored_bytes",
+        count_family = _per_instance("backup_sets", "Available backup sets.")
+        size_family = _per_instance(
+            "backup_sets_stored_bytes",
             "Stored (compressed, encrypted) bytes of the available backup sets.",
-            labels=("instance_id", "engine"),
         )
-        error = GaugeMetricFamily(
-            PREFIX + "backup_last_error_status",
+        error = _per_instance(
+            "backup_last_error_status",
             "1 if the newest ended backup job of the instance failed, else 0.",
-            labels=("instance_id", "engine"),
         )
-        last_duration = GaugeMetricFamily(
-            PREFIX + "backup_last_duration_seconds",
-            "Duration of the newest finished backup job.",
-            labels=("instance_id", "engine"),
+        last_duration = _per_instance(
+            "backup_last_duration_seconds", "Duration of the newest finished backup job."
         )
-        last_size = GaugeMetricFamily(
-            PREFIX + "backup_last_size_bytes",
-            "Bytes the newest finished backup job read (uncompressed).",
-            labels=("instance_id", "engine"),
+        last_size = _per_instance(
+            "backup_last_size_bytes", "Bytes the newest finished backup job read (uncompressed)."
         )
         for instance_id, engine in sorted(live.items()):
             labels = [instance_id, engine]
