@@ -4,6 +4,7 @@
 # project runs its own servers on its own ports and folders. xfsprogs: the tests make
 # an XFS file system (on a loop device) to take Snapshot sets with reflink clones.
 # chromium: the web console's browser tests (Playwright drives /usr/bin/chromium).
+# redis-server: the Celery broker the scale-out tests start on their own port.
 set -euo pipefail
 
 PACKAGES=(
@@ -13,6 +14,7 @@ PACKAGES=(
   python3 python3-venv
   xfsprogs
   chromium
+  redis-server
 )
 
 missing=()

@@ -119,6 +119,9 @@ class Instance(Base):
     source_instance_id: Mapped[str | None] = mapped_column(String(64))
     """For a clone: the instance its backup set came from."""
     source_backup_id: Mapped[int | None] = mapped_column(Integer)
+    host_queue: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    """The worker queue that runs this instance's jobs (``dispatcher = "celery"``);
+    empty: the default queue (``instance add --host-queue``)."""
 
 
 class BackupPolicy(Base):
@@ -401,3 +404,89 @@ class ScheduledBackup(Base):
     job_id: Mapped[int | None] = mapped_column(Integer)
     decided_at: Mapped[datetime] = mapped_column(DateTime)
     """The scheduler's clock when the decision was last changed."""
+
+
+class LogFileRecord(Base):
+    """One stored log file of an instance: a MariaDB binlog or a PostgreSQL WAL segment
+    (or timeline history file). Stored like a set's objects under ``object_key``."""
+
+    __tablename__ = "log_files"
+    __table_args__ = (
+        Index("uq_log_files_instance_name", "instance_id", "timeline", "name", unique=True),
+        Index("ix_log_files_instance_sequence", "instance_id", "timeline", "sequence"),
+        Index("ix_log_files_instance_end", "instance_id", "last_time"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    """``binlog``, ``wal`` or ``history``."""
+    name: Mapped[str] = mapped_column(String(255))
+    timeline: Mapped[int] = mapped_column(Integer, default=1)
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    start_position: Mapped[str] = mapped_column(String(128), default="")
+    end_position: Mapped[str] = mapped_column(String(128), default="")
+    first_time: Mapped[datetime | None] = mapped_column(DateTime)
+    last_time: Mapped[datetime | None] = mapped_column(DateTime)
+    extra: Mapped[str] = mapped_column(Text, default="{}")
+    status: Mapped[str] = mapped_column(String(16), default="Completed")
+    """``Uploading`` while being stored, then ``Completed`` (DescribeBinlogFiles'
+    RemoteStatus)."""
+    object_key: Mapped[str] = mapped_column(String(512), default="")
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    raw_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    sha256: Mapped[str] = mapped_column(String(64), default="")
+    """Of the raw file (a same-name file with another checksum is refused)."""
+    compression: Mapped[str] = mapped_column(String(16), default="zstd")
+    encryption_key_id: Mapped[str] = mapped_column(String(64), default="")
+    wrapped_data_key: Mapped[str] = mapped_column(String(128), default="")
+    stored_at: Mapped[datetime] = mapped_column(DateTime)
+    expire_time: Mapped[datetime | None] = mapped_column(DateTime)
+    deleting_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class LogStreamState(Base):
+    """The log backup of one instance: whether it streams, where it is, why not."""
+
+    __tablename__ = "log_streams"
+
+    instance_id: Mapped[str] = mapped_column(
+        ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default="Stopped")
+    """``Streaming``, ``Restarting``, ``Broken`` (a gap since the last base set) or
+    ``Stopped`` (log backup off)."""
+    reason: Mapped[str] = mapped_column(Text, default="")
+    owner: Mapped[str | None] = mapped_column(String(255))
+    """The node whose shipper streams it (a lease, like a job's)."""
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    last_file: Mapped[str] = mapped_column(String(255), default="")
+    last_durable_time: Mapped[datetime | None] = mapped_column(DateTime)
+    """Commit time of the newest transaction whose log is stored."""
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class LogGap(Base):
+    """A range of an instance's log that is not stored: times inside it cannot be
+    restored to (``DescribeLocalAvailableRecoveryTime`` and ``CloneDBInstance`` skip it)."""
+
+    __tablename__ = "log_gaps"
+    __table_args__ = (
+        Index("ix_log_gaps_instance", "instance_id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+    timeline: Mapped[int] = mapped_column(Integer, default=1)
+    after_file: Mapped[str] = mapped_column(String(255), default="")
+    """The last stored file before the gap (empty: none)."""
+    before_file: Mapped[str] = mapped_column(String(255), default="")
+    """The first stored file after it."""
+    from_time: Mapped[datetime | None] = mapped_column(DateTime)
+    to_time: Mapped[datetime | None] = mapped_column(DateTime)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    detected_at: Mapped[datetime] = mapped_column(DateTime)
