@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.fixtures.service",
     "tests.fixtures.catalogs",
     "tests.fixtures.memory",
+    "tests.fixtures.s3",
 ]
 
 

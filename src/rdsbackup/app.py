@@ -49,6 +49,7 @@ from rdsbackup.service.scheduler import LEASE_NAME, Scheduler
 from rdsbackup.storage.base import Storage
 from rdsbackup.storage.keys import Keyring
 from rdsbackup.storage.local import LocalStorage
+from rdsbackup.storage.s3 import S3Location, S3Storage, s3_client
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +91,31 @@ def build_core(
         engines=engines,
         inventory=inventory,
         supervisor=supervisor,
-        storage=storage or LocalStorage(settings.resolved_storage_dir),
+        storage=storage or build_storage(settings),
         keys=KeyStore(catalog, box),
         accounts=AccountAdmin(catalog, box),
         instances=InstanceService(catalog, inventory, settings.database_probe_seconds),
         keyring=Keyring.from_settings(*settings.resolved_encryption_keys()),
+    )
+
+
+def build_storage(settings: Settings) -> Storage:
+    """The S3 bucket ``storage_url`` names, else the local folder."""
+    if not settings.storage_url:
+        return LocalStorage(settings.resolved_storage_dir)
+    client = s3_client(
+        settings.s3_endpoint_url,
+        settings.s3_region,
+        settings.s3_access_key_id,
+        settings.s3_secret_access_key,
+        settings.s3_addressing_style,
+        max_pool=settings.s3_max_concurrency * settings.max_parallel_jobs + 4,
+    )
+    return S3Storage(
+        client,
+        S3Location.parse(settings.storage_url),
+        part_size=settings.s3_part_size_mb * 1024 * 1024,
+        max_concurrency=settings.s3_max_concurrency,
     )
 
 

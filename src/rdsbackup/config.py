@@ -33,6 +33,20 @@ class Settings(BaseSettings):
     """SQLAlchemy URL; default: SQLite in the state folder. ``postgresql+psycopg://...`` works."""
     storage_dir: Path | None = None
     """Local folder for backup sets; default: ``<state_dir>/backups``."""
+    storage_url: str | None = None
+    """``s3://bucket[/prefix]``: backup sets in an S3-compatible bucket (docs/storage.md);
+    unset: the local folder ``storage_dir``."""
+    s3_endpoint_url: str | None = None
+    """S3 endpoint (``https://s3.oss-cn-hangzhou.aliyuncs.com``, MinIO ...); unset: AWS."""
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = Field(default=None, repr=False)
+    s3_addressing_style: Literal["virtual", "path"] = "virtual"
+    """Alibaba OSS accepts virtual-hosted addressing only; some local servers need path."""
+    s3_part_size_mb: int = Field(default=64, ge=5, le=5120)
+    """Multipart part size: S3 allows 10,000 parts, so 64 MiB parts hold objects up to 625 GiB."""
+    s3_max_concurrency: int = Field(default=4, ge=1, le=64)
+    """Parts uploaded at once per object (each holds one part in memory)."""
     instances_dir: Path | None = None
     """Where provisioned local servers live; default: ``<state_dir>/instances``."""
     secret_key: str | None = Field(default=None, repr=False)

@@ -1,4 +1,5 @@
-"""The storage contract, held by the local folder and by the in-memory storage alike."""
+"""The storage contract, held by the local folder, the in-memory storage and an S3 bucket
+(moto_server) alike."""
 
 from __future__ import annotations
 
@@ -9,10 +10,16 @@ import pytest
 from rdsbackup.storage.base import ObjectNotFound, Storage, StorageError
 from rdsbackup.storage.local import LocalStorage
 from rdsbackup.storage.memory import MemoryStorage
+from rdsbackup.storage.s3 import MIN_PART, S3Location, S3Storage
+from tests.fixtures.s3 import S3Server
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "s3"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    if request.param == "s3":
+        server: S3Server = request.getfixturevalue("s3_server")
+        bucket = request.getfixturevalue("s3_bucket")
+        return S3Storage(server.client(), S3Location(bucket, "sets"), part_size=MIN_PART)
     return LocalStorage(tmp_path / "s") if request.param == "local" else MemoryStorage()
 
 
