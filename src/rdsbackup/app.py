@@ -16,7 +16,7 @@ from rdsbackup.api.download import DownloadEndpoint
 from rdsbackup.api.http import RpcEndpoint, asgi_app
 from rdsbackup.api.metrics import ApiMetrics, MetricsEndpoint, metrics_registry
 from rdsbackup.api.protocol import Protocol
-from rdsbackup.catalog.db import Catalog
+from rdsbackup.catalog.db import HEAD_REVISION, Catalog
 from rdsbackup.catalog.secrets import SecretBox
 from rdsbackup.clock import Clock, SystemClock
 from rdsbackup.config import Settings
@@ -79,7 +79,13 @@ def build_core(
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     instances_dir = instances_home(settings)
     catalog = Catalog(settings.resolved_catalog_url)
-    catalog.upgrade(apart=True)
+    if settings.auto_migrate:
+        catalog.upgrade(apart=True)
+    elif (found := catalog.revision()) != HEAD_REVISION:
+        raise RuntimeError(
+            f"the catalog's schema is at {found or 'nothing'}, this version needs "
+            f"{HEAD_REVISION}: run `rdsbackup migrate` (auto_migrate is off)"
+        )
     box = SecretBox(settings.resolved_secret_key())
     engines = engines or default_registry()
     inventory = Inventory(catalog, box, engines)

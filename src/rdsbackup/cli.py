@@ -16,6 +16,7 @@ from rich.table import Table
 
 from rdsbackup import logs
 from rdsbackup.app import Core, Service, build_core, build_service
+from rdsbackup.catalog.db import Catalog
 from rdsbackup.cli_check import check
 from rdsbackup.cli_client import (
     api_call,
@@ -148,11 +149,20 @@ def demo(config: ConfigOpt = None, port: Annotated[int | None, typer.Option()] =
     _serve(settings, settings.host, port or settings.port, False, prepare)
 
 
-@app.command("upgrade")
-def upgrade(config: ConfigOpt = None) -> None:
-    """Create or migrate the catalog schema."""
-    _core(config)
-    console.print("catalog is at the newest schema")
+@app.command("migrate")
+def migrate(config: ConfigOpt = None) -> None:
+    """Create or migrate the catalog schema (run once per upgrade when nodes share a
+    catalog and set ``auto_migrate = false``)."""
+    settings = _settings(config)
+    catalog = Catalog(settings.resolved_catalog_url)
+    before = catalog.revision()
+    catalog.upgrade()
+    after = catalog.revision()
+    catalog.dispose()
+    console.print(f"catalog schema: {before or 'none'} -> {after}")
+
+
+app.command("upgrade", help="The same as migrate (older name).")(migrate)
 
 
 # -- keys ------------------------------------------------------------------------------------

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     """SQLAlchemy URL; default: SQLite in the state folder. ``postgresql+psycopg://...`` works."""
     storage_dir: Path | None = None
     """Local folder for backup sets; default: ``<state_dir>/backups``."""
+    auto_migrate: bool = True
+    """Migrate the catalog when the service starts. Nodes sharing a PostgreSQL catalog
+    set it off and run ``rdsbackup migrate`` once per upgrade (docs/multinode.md)."""
     storage_url: str | None = None
     """``s3://bucket[/prefix]``: backup sets in an S3-compatible bucket (docs/storage.md);
     unset: the local folder ``storage_dir``."""
