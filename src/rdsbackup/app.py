@@ -25,7 +25,15 @@ from rdsbackup.engines.registry import EngineRegistry, default_registry
 from rdsbackup.instances.home import instances_home
 from rdsbackup.instances.inventory import Inventory
 from rdsbackup.instances.supervisor import HealthMonitor, Supervisor
-from rdsbackup.jobs.dispatch import ThreadDispatcher
+from rdsbackup.jobs.celery_dispatch import (
+    BACKUP_TASK,
+    RESTORE_TASK,
+    CeleryDispatcher,
+    celery_app,
+    job_queue,
+    restore_queue,
+)
+from rdsbackup.jobs.dispatch import JobDispatcher, ThreadDispatcher
 from rdsbackup.jobs.janitor import Janitor
 from rdsbackup.jobs.leases import RESTORE_TASKS, Leases
 from rdsbackup.jobs.planning import Planner
@@ -131,11 +139,12 @@ class Service:
 
     core: Core
     leases: Leases
-    dispatcher: ThreadDispatcher
+    dispatcher: JobDispatcher
+    runner: JobRunner
     backups: BackupService
     restores: RestoreService
     restore_runner: RestoreRunner
-    restore_dispatcher: ThreadDispatcher
+    restore_dispatcher: JobDispatcher
     janitor: Janitor
     health: HealthMonitor
     asgi: Starlette
@@ -250,7 +259,13 @@ def build_service(
             keyring=core.keyring,
         ),
     )
-    dispatcher = ThreadDispatcher(runner.run, settings.max_parallel_jobs)
+    dispatcher: JobDispatcher
+    restore_dispatcher: JobDispatcher
+    if settings.dispatcher == "celery":
+        celery = celery_app(settings.broker_url)
+        dispatcher = CeleryDispatcher(celery, BACKUP_TASK, job_queue(core.catalog))
+    else:
+        dispatcher = ThreadDispatcher(runner.run, settings.max_parallel_jobs)
     backups = BackupService(
         core.catalog,
         core.instances,
@@ -282,7 +297,10 @@ def build_service(
         core.supervisor.instances_dir,
         settings.heartbeat_seconds,
     )
-    restore_dispatcher = ThreadDispatcher(restore_runner.run, settings.max_parallel_jobs)
+    if settings.dispatcher == "celery":
+        restore_dispatcher = CeleryDispatcher(celery, RESTORE_TASK, restore_queue(core.catalog))
+    else:
+        restore_dispatcher = ThreadDispatcher(restore_runner.run, settings.max_parallel_jobs)
     restores = RestoreService(
         core.catalog, core.instances, core.inventory, restore_dispatcher, core.supervisor
     )
@@ -315,6 +333,7 @@ def build_service(
         core=core,
         leases=leases,
         dispatcher=dispatcher,
+        runner=runner,
         backups=backups,
         restores=restores,
         restore_runner=restore_runner,

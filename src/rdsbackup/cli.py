@@ -31,6 +31,7 @@ from rdsbackup.cli_client import (
 from rdsbackup.cli_retention import backup_pin, backup_unpin, retention_app
 from rdsbackup.config import Settings, load_settings
 from rdsbackup.instances.inventory import Registration
+from rdsbackup.jobs.celery_dispatch import celery_app, run_worker
 from rdsbackup.memory import bound_heap
 from rdsbackup.service.auth import Principal
 from rdsbackup.states import RESTORE_ENDED, InstanceStatus, RestoreStatus, StoreStatus
@@ -149,6 +150,28 @@ def demo(config: ConfigOpt = None, port: Annotated[int | None, typer.Option()] =
     _serve(settings, settings.host, port or settings.port, False, prepare)
 
 
+@app.command("worker")
+def worker(
+    queue: Annotated[
+        list[str], typer.Option(help="Queue(s) to consume: the host_queue of instances here.")
+    ],
+    concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at once.")] = 2,
+    config: ConfigOpt = None,
+) -> None:
+    """Run backup jobs and restores from Celery queues (settings dispatcher = celery)."""
+    settings = _settings(config)
+    _logging(settings)
+    service = build_service(settings)
+    run_worker(
+        celery_app(settings.broker_url),
+        service.runner.run,
+        service.restore_runner.run,
+        queue,
+        concurrency,
+        settings.node_id,
+    )
+
+
 @app.command("migrate")
 def migrate(config: ConfigOpt = None) -> None:
     """Create or migrate the catalog schema (run once per upgrade when nodes share a
@@ -223,6 +246,9 @@ def instance_add(
     account: AccountOpt = DEFAULT_ACCOUNT,
     description: Annotated[str, typer.Option()] = "",
     resource_group: Annotated[str, typer.Option()] = "",
+    host_queue: Annotated[
+        str, typer.Option(help="The worker queue that runs its jobs (dispatcher = celery).")
+    ] = "",
     config: ConfigOpt = None,
 ) -> None:
     """Register an existing server."""
@@ -246,6 +272,7 @@ def instance_add(
             resource_group_id=resource_group,
             region_id=core.settings.region_id,
             zone_id=core.settings.zone_id,
+            host_queue=host_queue,
         )
     )
     if core.inventory.probe(instance_id) is None:

@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     zone_id: str = "cn-hangzhou-h"
 
     max_parallel_jobs: int = 2
+    dispatcher: Literal["threads", "celery"] = "threads"
+    """Who runs jobs: threads of this process, or Celery workers (``rdsbackup worker
+    --queue``) on each instance's host queue (docs/workers.md)."""
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    """Celery's broker (Redis or RabbitMQ) when ``dispatcher = "celery"``."""
     job_lease_seconds: float = 30.0
     heartbeat_seconds: float = 1.0
     probe_interval_seconds: float = 15.0

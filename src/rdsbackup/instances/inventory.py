@@ -41,6 +41,7 @@ class Registration:
     region_id: str = ""
     zone_id: str = ""
     instance_id: str | None = None
+    host_queue: str = ""
 
 
 def new_instance_id(engine: str) -> str:
@@ -78,6 +79,7 @@ class Inventory:
                     resource_group_id=reg.resource_group_id,
                     region_id=reg.region_id,
                     zone_id=reg.zone_id,
+                    host_queue=reg.host_queue,
                     created_at=utcnow(),
                 )
             )

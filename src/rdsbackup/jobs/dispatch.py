@@ -5,8 +5,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Protocol
 
 log = logging.getLogger(__name__)
+
+
+class JobDispatcher(Protocol):
+    """Runs submitted job (or restore task) ids: ThreadDispatcher here, CeleryDispatcher
+    on workers (jobs/celery_dispatch.py)."""
+
+    def submit(self, job_id: int) -> None: ...
+
+    def shutdown(self, wait: bool = True) -> None: ...
+
+    def join(self, timeout: float) -> bool: ...
 
 
 class ThreadDispatcher:

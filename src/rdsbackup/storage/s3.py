@@ -171,7 +171,8 @@ class _Upload:
     def write(self, data: bytes | memoryview, /) -> int:
         self.buffer += data
         while len(self.buffer) >= self.s.part_size:
-            part = bytes(self.buffer[: self.s.part_size])
+            with memoryview(self.buffer) as view:
+                part = bytes(view[: self.s.part_size])
             del self.buffer[: self.s.part_size]
             self._send(part)
         return len(data)
