@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import time
+from datetime import UTC, timedelta
 from pathlib import Path
 
-from rdsbackup.engines.logs import LogFile, LogStreamer
+from rdsbackup.engines.logs import LogFile, LogStreamer, RecoveryTarget
 from rdsbackup.engines.mariadb.binlog import BinlogStreamer
-from tests.engines.test_mariadb_kit import ENGINE, query
+from tests.engines.test_mariadb_kit import ENGINE, PHYSICAL, query, restore_physical, take
 from tests.fixtures.servers import ServerFactory
 
 
@@ -64,3 +65,44 @@ def test_stream_switch_kill_and_resume(tmp_path: Path, server_factory: ServerFac
     finally:
         again.stop()
     assert more[0].sequence == files[-1].sequence + 1
+
+
+def test_point_in_time_restore_holds_rows_before_the_target(
+    tmp_path: Path, server_factory: ServerFactory
+) -> None:
+    server = server_factory("MariaDB")
+    server.start()
+    access = server.access()
+    query(access, "CREATE DATABASE w")
+    query(access, "CREATE TABLE w.t (id INT PRIMARY KEY AUTO_INCREMENT, at DATETIME(6))")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    streamer = ENGINE.log_streamer(access, spool, None)
+    streamer.start()
+    try:
+        query(access, "INSERT INTO w.t (at) VALUES (UTC_TIMESTAMP(6))")
+        backup = take(tmp_path, access, PHYSICAL)
+        for _ in range(12):
+            query(access, "INSERT INTO w.t (at) VALUES (UTC_TIMESTAMP(6))")
+            time.sleep(0.25)
+        ENGINE.switch_log(access)
+        current = int(str(query(access, "SHOW MASTER STATUS")[0][0]).rsplit(".", 1)[1])
+        files: list[LogFile] = []
+        deadline = time.monotonic() + 20
+        while not files or files[-1].sequence < current - 1:
+            assert time.monotonic() < deadline
+            files += streamer.completed()
+            time.sleep(0.1)
+    finally:
+        streamer.stop()
+    times = [r[0] for r in query(access, "SELECT at FROM w.t ORDER BY id")]
+    cut = times[len(times) // 2].replace(microsecond=0, tzinfo=UTC) + timedelta(seconds=1)
+    target = restore_physical(backup, server_factory)
+    recovery = RecoveryTarget(cut, spool, tuple(files), backup.done.consistent_position)
+    ENGINE.finish_recovery(target.access(), recovery)
+    want = query(
+        access, "SELECT id FROM w.t WHERE at < %s ORDER BY id", (cut.replace(tzinfo=None),)
+    )
+    got = query(target.access(), "SELECT id FROM w.t ORDER BY id")
+    assert 1 < len(got) < len(times)
+    assert got == want
