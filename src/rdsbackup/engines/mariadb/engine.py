@@ -49,6 +49,8 @@ from rdsbackup.engines.base import (
     UnsupportedPlan,
 )
 from rdsbackup.engines.families import MARIADB
+from rdsbackup.engines.logs import LogEngine, LogFile, LogStreamer, RecoveryTarget
+from rdsbackup.engines.mariadb import binlog as mariadb_binlog
 from rdsbackup.engines.mariadb import logical as mariadb_logical
 from rdsbackup.engines.mariadb import parallel as mariadb_parallel
 from rdsbackup.engines.mariadb import physical as mariadb_physical
@@ -89,7 +91,7 @@ class ServerFacts:
     """False for a MySQL server."""
 
 
-class MariaDBEngine(Engine):
+class MariaDBEngine(Engine, LogEngine):
     """MariaDB and MySQL: drives ``mariadb-backup`` and ``mbstream`` (Physical), its own
     tar stream under ``BACKUP STAGE`` (Snapshot), ``mariadb-dump`` and ``mariadb``
     (Logical)."""
@@ -163,6 +165,25 @@ class MariaDBEngine(Engine):
             mariadb_logical.restore_logical(source, target, databases)
         else:
             mariadb_parallel.restore_parallel(sorted(names), source, target, databases)
+
+    # -- log backups (engines/mariadb/binlog.py) ---------------------------------------
+
+    def check_log_source(self, access: ServerAccess) -> None:
+        mariadb_binlog.check_log_source(access)
+
+    def log_streamer(
+        self, access: ServerAccess, spool: Path, resume_after: LogFile | None
+    ) -> LogStreamer:
+        return mariadb_binlog.log_streamer(access, spool, resume_after)
+
+    def switch_log(self, access: ServerAccess) -> None:
+        mariadb_binlog.switch_log(access)
+
+    def prepare_recovery(self, data_dir: Path, target: RecoveryTarget) -> None:
+        return None  # the binlogs are replayed into the running server
+
+    def finish_recovery(self, access: ServerAccess, target: RecoveryTarget) -> None:
+        mariadb_binlog.finish_recovery(access, target)
 
 
 # -- plans -----------------------------------------------------------------------------
