@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from celery import Celery
+from sqlalchemy.orm import Session
 
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import BackupJob, Instance, RestoreTask
@@ -52,23 +53,22 @@ def queue_of(host_queue: str) -> str:
 
 def job_queue(catalog: Catalog) -> Callable[[int], str]:
     """The queue of a backup job: its instance's."""
-
-    def find(job_id: int) -> str:
-        with catalog.read() as s:
-            job = s.get_one(BackupJob, job_id)
-            instance = s.get(Instance, job.instance_id)
-            return queue_of(instance.host_queue if instance else "")
-
-    return find
+    return _queue_of_instance(catalog, lambda s, job_id: s.get_one(BackupJob, job_id).instance_id)
 
 
 def restore_queue(catalog: Catalog) -> Callable[[int], str]:
     """The queue of a restore task: its source instance's (where the set was taken)."""
+    return _queue_of_instance(
+        catalog, lambda s, task_id: s.get_one(RestoreTask, task_id).source_instance_id
+    )
 
-    def find(task_id: int) -> str:
+
+def _queue_of_instance(
+    catalog: Catalog, instance_of: Callable[[Session, int], str]
+) -> Callable[[int], str]:
+    def find(work_id: int) -> str:
         with catalog.read() as s:
-            task = s.get_one(RestoreTask, task_id)
-            instance = s.get(Instance, task.source_instance_id)
+            instance = s.get(Instance, instance_of(s, work_id))
             return queue_of(instance.host_queue if instance else "")
 
     return find
