@@ -25,14 +25,6 @@ from rdsbackup.engines.registry import EngineRegistry, default_registry
 from rdsbackup.instances.home import instances_home
 from rdsbackup.instances.inventory import Inventory
 from rdsbackup.instances.supervisor import HealthMonitor, Supervisor
-from rdsbackup.jobs.celery_dispatch import (
-    BACKUP_TASK,
-    RESTORE_TASK,
-    CeleryDispatcher,
-    celery_app,
-    job_queue,
-    restore_queue,
-)
 from rdsbackup.jobs.dispatch import JobDispatcher, ThreadDispatcher
 from rdsbackup.jobs.janitor import Janitor
 from rdsbackup.jobs.leases import RESTORE_TASKS, Leases
@@ -262,6 +254,16 @@ def build_service(
     dispatcher: JobDispatcher
     restore_dispatcher: JobDispatcher
     if settings.dispatcher == "celery":
+        # imported only here: Celery costs every other process memory and start-up time
+        from rdsbackup.jobs.celery_dispatch import (
+            BACKUP_TASK,
+            RESTORE_TASK,
+            CeleryDispatcher,
+            celery_app,
+            job_queue,
+            restore_queue,
+        )
+
         celery = celery_app(settings.broker_url)
         dispatcher = CeleryDispatcher(celery, BACKUP_TASK, job_queue(core.catalog))
     else:

@@ -31,7 +31,6 @@ from rdsbackup.cli_client import (
 from rdsbackup.cli_retention import backup_pin, backup_unpin, retention_app
 from rdsbackup.config import Settings, load_settings
 from rdsbackup.instances.inventory import Registration
-from rdsbackup.jobs.celery_dispatch import celery_app, run_worker
 from rdsbackup.memory import bound_heap
 from rdsbackup.service.auth import Principal
 from rdsbackup.states import RESTORE_ENDED, InstanceStatus, RestoreStatus, StoreStatus
@@ -159,6 +158,8 @@ def worker(
     config: ConfigOpt = None,
 ) -> None:
     """Run backup jobs and restores from Celery queues (settings dispatcher = celery)."""
+    from rdsbackup.jobs.celery_dispatch import celery_app, run_worker
+
     settings = _settings(config)
     _logging(settings)
     service = build_service(settings)
