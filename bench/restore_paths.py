@@ -65,7 +65,8 @@ class _Timed:
 # -- MariaDB -----------------------------------------------------------------------------
 
 
-def _client_options(server: LocalServer) -> Path:
+def client_options(server: LocalServer) -> Path:
+    """A 0600 client option file with the server's admin login."""
     path = server.base_dir / "client.cnf"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -134,7 +135,7 @@ def _fresh_mariadb(bench: Bench) -> tuple[LocalServer, Path]:
     server = bench.restore_server(MARIADB, "restore-mariadb")
     server.initialize()
     server.start()
-    return server, _client_options(server)
+    return server, client_options(server)
 
 
 def _logical_objects(stored: StoredSetRef) -> tuple[list[Path], list[Path], list[Path]]:

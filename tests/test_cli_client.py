@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
+from rdsbackup import cli_client
 from rdsbackup.cli import app
 from rdsbackup.service.fetch import FetchFailed, fetch_url
 from tests.fixtures.memory import MemoryRds
@@ -25,7 +26,8 @@ runner = CliRunner()
 def profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "config" / "rdsbackup" / "profiles.toml"
     monkeypatch.setenv("RDSBACKUP_PROFILES", str(path))
-    monkeypatch.setenv("COLUMNS", "200")  # tables as a wide terminal shows them
+    # tables as a wide terminal shows them; the console read COLUMNS when it was made
+    monkeypatch.setattr(cli_client.out, "width", 200)
     for var in ("RDSBACKUP_PROFILE", "RDSBACKUP_ENDPOINT", "ALIBABA_CLOUD_ACCESS_KEY_ID"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.delenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", raising=False)

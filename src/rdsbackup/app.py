@@ -28,6 +28,9 @@ from rdsbackup.instances.supervisor import HealthMonitor, Supervisor
 from rdsbackup.jobs.dispatch import JobDispatcher, ThreadDispatcher
 from rdsbackup.jobs.janitor import Janitor
 from rdsbackup.jobs.leases import RESTORE_TASKS, Leases
+from rdsbackup.jobs.logretention import LogRetention
+from rdsbackup.jobs.logship import LogShipper, ShipOptions
+from rdsbackup.jobs.logstore import LogOptions, LogStore
 from rdsbackup.jobs.planning import Planner
 from rdsbackup.jobs.restore import RestoreRunner
 from rdsbackup.jobs.runner import JobRunner, RunOptions
@@ -40,6 +43,7 @@ from rdsbackup.service.encryption import EncryptionService
 from rdsbackup.service.instances import InstanceService
 from rdsbackup.service.lease import NamedLease
 from rdsbackup.service.links import LinkMaker, LinkSigner
+from rdsbackup.service.logs import LogService
 from rdsbackup.service.metrics import CatalogCollector
 from rdsbackup.service.payloads import Payloads
 from rdsbackup.service.policies import PolicyService
@@ -142,6 +146,8 @@ class Service:
     asgi: Starlette
     scheduler: Scheduler | None = None
     """Automated backups (None or ``scheduler_enabled`` off: no loop)."""
+    shipper: LogShipper | None = None
+    """Log backups (``log_backup_enabled`` off: no loop)."""
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -162,6 +168,8 @@ class Service:
         self._spawn("janitor", self._maintenance, s.janitor_interval_seconds)
         if self.scheduler is not None and s.scheduler_enabled:
             self._spawn("scheduler", self.scheduler.tick, s.scheduler_interval_seconds)
+        if self.shipper is not None and s.log_backup_enabled:
+            self._spawn("logship", self.shipper.tick, s.log_ship_interval_seconds)
 
     def _reap(self) -> None:
         self.janitor.reap_jobs()
@@ -169,6 +177,7 @@ class Service:
 
     def _maintenance(self) -> None:
         self.janitor.expire_sets()
+        self.janitor.expire_logs()
         self.core.keys.purge_nonces()
 
     def _spawn(self, name: str, task: Callable[[], object], interval: float) -> None:
@@ -202,6 +211,8 @@ class Service:
             thread.join(timeout=5)
         if self.scheduler is not None and self.core.settings.scheduler_enabled:
             self.scheduler.stop()
+        if self.shipper is not None:
+            self.shipper.stop()
         if stop_local_servers:
             self.core.supervisor.stop_all(timeout=10)
             stop_leftover_servers()
@@ -289,6 +300,7 @@ def build_service(
     )
     payloads = Payloads(core.catalog, core.storage)
     links = build_links(core, payloads)
+    log_store = build_log_store(core)
     restore_runner = RestoreRunner(
         core.catalog,
         core.inventory,
@@ -298,6 +310,7 @@ def build_service(
         leases.for_table(RESTORE_TASKS),
         core.supervisor.instances_dir,
         settings.heartbeat_seconds,
+        log_store,
     )
     if settings.dispatcher == "celery":
         restore_dispatcher = CeleryDispatcher(celery, RESTORE_TASK, restore_queue(core.catalog))
@@ -323,6 +336,7 @@ def build_service(
         releases=releases,
         policies=policies,
         encryption=EncryptionService(core.catalog, core.keyring),
+        logs=LogService(core.catalog, core.instances, core.engines),
     )
     registry = metrics_registry(CatalogCollector(core.catalog))
     api_metrics = ApiMetrics(registry, actions)
@@ -340,7 +354,12 @@ def build_service(
         restores=restores,
         restore_runner=restore_runner,
         restore_dispatcher=restore_dispatcher,
-        janitor=Janitor(core.catalog, leases, core.storage),
+        janitor=Janitor(
+            core.catalog,
+            leases,
+            core.storage,
+            LogRetention(core.catalog, core.storage, core.engines),
+        ),
         health=HealthMonitor(core.inventory, core.supervisor),
         asgi=asgi_app(
             endpoint,
@@ -354,6 +373,33 @@ def build_service(
             ),
         ),
         scheduler=Scheduler(core.catalog, backups, lease, clock),
+        shipper=build_shipper(core, log_store, leases.owner),
+    )
+
+
+def build_log_store(core: Core) -> LogStore:
+    s = core.settings
+    return LogStore(
+        core.catalog,
+        core.storage,
+        LogOptions(s.compression, s.compression_level, s.encrypt_backups, core.keyring),
+    )
+
+
+def build_shipper(core: Core, store: LogStore, owner: str) -> LogShipper:
+    s = core.settings
+
+    def lease(instance_id: str) -> NamedLease:
+        name = f"logship:{instance_id}"
+        return NamedLease(core.catalog, name, owner, s.log_lease_seconds, SystemClock())
+
+    return LogShipper(
+        core.catalog,
+        core.inventory,
+        core.engines,
+        store,
+        lease,
+        ShipOptions(s.state_dir.resolve() / "spool", switch_seconds=s.log_switch_seconds),
     )
 
 

@@ -100,6 +100,17 @@ class Settings(BaseSettings):
     scheduler_lease_seconds: float = Field(default=120.0, gt=0)
     """How long the scheduler's lease lasts unrenewed: another node takes over after it."""
 
+    log_backup_enabled: bool = True
+    """The log shipper loop of ``rdsbackup serve``: streams the binlogs / WAL of every
+    Running instance whose policy has EnableBackupLog on (docs/logs.md)."""
+    log_ship_interval_seconds: float = Field(default=1.0, gt=0)
+    """How often the shipper stores what the streaming tools completed."""
+    log_switch_seconds: float = Field(default=60.0, gt=0)
+    """Close each streamed server's current log this often (FLUSH BINARY LOGS,
+    pg_switch_wal()): an idle server's newest commits are stored within about this."""
+    log_lease_seconds: float = Field(default=30.0, gt=0)
+    """How long a node's hold on an instance's log stream lasts unrenewed."""
+
     full_backup_every_hours: float = 24.0
     """BackupType=Auto takes an incremental while the newest full set is younger than this."""
 

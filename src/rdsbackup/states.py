@@ -176,3 +176,29 @@ class ScheduleStatus(enum.StrEnum):
 
 SCHEDULE_OPEN = (ScheduleStatus.PENDING, ScheduleStatus.DEFERRED)
 """Decisions the scheduler still works on."""
+
+
+class LogGapKind(enum.StrEnum):
+    """Why stored logs do not run on (``log_gaps.kind``); no restore crosses a gap."""
+
+    MISSING = "Missing"
+    """Files between two stored ones were never stored (a sequence jump)."""
+    REFUSED = "Refused"
+    """A file came with a stored file's name and other content: the stored one is
+    kept, and base sets taken later whose position names that file cannot use it."""
+    DIVERGED = "Diverged"
+    """A file numbered as the successor does not continue the stored one (its GTID
+    state or cluster differs): the server's log history restarted."""
+
+
+class LogStreamStatus(enum.StrEnum):
+    """An instance's log backup (extension: DescribeLocalAvailableRecoveryTime's
+    ``LogBackupStatus``)."""
+
+    STREAMING = "Streaming"
+    RESTARTING = "Restarting"
+    """The streaming tool ended (the reason says why); it is started again."""
+    BROKEN = "Broken"
+    """A gap since the newest base set: times after it need a new backup set."""
+    STOPPED = "Stopped"
+    """Log backup is off (or the instance is not Running)."""

@@ -128,7 +128,7 @@ def test_control_characters_are_refused_on_input(rds: Rds, char: str) -> None:
     assert listing.status_code == 200 and ET.fromstring(listing.content).tag
 
 
-def test_unparseable_restore_time_names_the_parameter(rds: Rds) -> None:
+def test_unparseable_restore_time_has_its_own_code(rds: Rds) -> None:
     resp = call(
         rds,
         "CloneDBInstance",
@@ -136,8 +136,8 @@ def test_unparseable_restore_time_names_the_parameter(rds: Rds) -> None:
         RestoreTime="garbage",
         PayType="Postpaid",
     )
-    body = error(resp, 400, "InvalidParameter")
-    assert body["Message"] == 'The specified parameter "RestoreTime" is not valid.'
+    body = error(resp, 400, "InvalidRestoreTime.Format")  # as Alibaba answers it
+    assert body["Message"] == "Specified restore time is not valid."
 
 
 def test_log_lines_cannot_be_forged(rds: Rds) -> None:

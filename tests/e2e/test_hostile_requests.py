@@ -61,7 +61,10 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     ),
     "RestoreDatabase": (
         "DBInstanceId", "BackupId", "DBName", "TargetDBInstanceId", "TargetDBName",
+        "RestoreTime",
     ),
+    "DescribeBinlogFiles": ("DBInstanceId", "StartTime", "EndTime", "PageNumber", "PageSize"),
+    "DescribeLocalAvailableRecoveryTime": ("DBInstanceId",),
     "VerifyBackup": ("DBInstanceId", "BackupId"),
     "DescribeRestoreTasks": ("DBInstanceId", "TaskId"),
     "DescribeBackupPolicy": (

@@ -476,10 +476,8 @@ def test_clone_parameter_errors(rds: Rds) -> None:
         return {"status": resp.status_code, **resp.json()}
 
     assert clone(PayType="Postpaid")["Code"] == "MissingParameter"
-    assert (
-        clone(PayType="Postpaid", RestoreTime="2026-01-01T00:00:00Z")["Code"]
-        == "InvalidRestoreTime.NoLogBackup"
-    )
+    no_logs = clone(PayType="Postpaid", RestoreTime="2026-01-01T00:00:00Z")
+    assert (no_logs["status"], no_logs["Code"]) == (403, "InvalidBackupLogStatus")
     assert clone(BackupId="1")["Code"] == "MissingParameter"
     assert clone(PayType="Monthly", BackupId="1")["Code"] == "InvalidParameter"
     missing = clone(PayType="Postpaid", BackupId="987654")

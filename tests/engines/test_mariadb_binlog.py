@@ -3,13 +3,14 @@ consecutive sequences and parsed positions, a killed tool reported, resume witho
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
 from datetime import UTC, timedelta
 from pathlib import Path
 
-from rdsbackup.engines.logs import LogFile, LogStreamer, RecoveryTarget
+from rdsbackup.engines.logs import LINEAGE_END, LINEAGE_START, LogFile, LogStreamer, RecoveryTarget
 from rdsbackup.engines.mariadb.binlog import BinlogStreamer
 from tests.engines.test_mariadb_kit import ENGINE, PHYSICAL, query, restore_physical, take
 from tests.fixtures.servers import ServerFactory
@@ -46,6 +47,13 @@ def test_stream_switch_kill_and_resume(tmp_path: Path, server_factory: ServerFac
     assert all(f.start_position.endswith(":4") for f in files)
     assert files[-1].last_time is not None
     assert int(files[-1].end_position.rsplit(":", 1)[1]) == files[-1].path.stat().st_size
+    # each file starts from the GTID state the one before left; the last one's end state
+    # is the server's (nothing was written since)
+    for older, newer in itertools.pairwise(files):
+        assert newer.extra[LINEAGE_START] == older.extra[LINEAGE_END]
+    assert files[-1].extra[LINEAGE_START] != files[-1].extra[LINEAGE_END]  # one insert
+    [(state,)] = query(access, "SELECT @@gtid_binlog_state")
+    assert files[-1].extra[LINEAGE_END] == ",".join(sorted(str(state).split(",")))
     assert streamer.exited() is None
     assert streamer._tool is not None
     os.killpg(streamer._tool.proc.pid, signal.SIGKILL)
@@ -106,3 +114,24 @@ def test_point_in_time_restore_holds_rows_before_the_target(
     got = query(target.access(), "SELECT id FROM w.t ORDER BY id")
     assert 1 < len(got) < len(times)
     assert got == want
+
+
+def test_switch_closes_the_binlog_only_when_it_holds_a_transaction(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory("MariaDB")
+    server.start()
+    access = server.access()
+
+    def current() -> str:
+        return str(query(access, "SHOW MASTER STATUS")[0][0])
+
+    query(access, "CREATE DATABASE w")
+    ENGINE.switch_log(access)
+    idle = current()
+    for _ in range(3):  # an idle server keeps its file: no empty binlog per switch
+        ENGINE.switch_log(access)
+    assert current() == idle
+    query(access, "CREATE TABLE w.t (id INT PRIMARY KEY)")
+    ENGINE.switch_log(access)
+    assert current() != idle

@@ -56,6 +56,16 @@ def test_list_and_delete_work_on_folders_not_string_prefixes(storage: Storage) -
     assert list(storage.list("i/")) == ["i/10/a"]
 
 
+def test_delete_removes_one_object_and_ignores_a_missing_one(storage: Storage) -> None:
+    for key in ("i/logs/b.1", "i/logs/b.10"):
+        storage.write_bytes(key, b"x")
+    storage.delete("i/logs/b.1")
+    storage.delete("i/logs/b.1")
+    assert list(storage.list("i/logs/")) == ["i/logs/b.10"]
+    with pytest.raises(StorageError):
+        storage.delete("../escape")
+
+
 def test_missing_objects_and_bad_keys(storage: Storage) -> None:
     with pytest.raises(ObjectNotFound):
         storage.reader("i/none")

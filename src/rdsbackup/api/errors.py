@@ -47,7 +47,9 @@ class ErrorCode(StrEnum):
     IncorrectBackupSetState = "IncorrectBackupSetState"
     InvalidBackupSet = "InvalidBackupSet"
     InvalidDBNameDuplicate = "InvalidDBName.Duplicate"
-    InvalidRestoreTimeNoLogBackup = "InvalidRestoreTime.NoLogBackup"
+    InvalidBackupLogStatus = "InvalidBackupLogStatus"
+    InvalidRestoreTime = "InvalidRestoreTime"
+    InvalidRestoreTimeFormat = "InvalidRestoreTime.Format"
     InternalError = "InternalError"
     ForbiddenDownloadLink = "Forbidden.DownloadLink"
     InvalidBackupObjectNotFound = "InvalidBackupObject.NotFound"
@@ -135,9 +137,11 @@ CATALOGUE: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.InvalidDBNameDuplicate: ErrorSpec(
         400, "Specified database name already exists in this DB instance."
     ),
-    ErrorCode.InvalidRestoreTimeNoLogBackup: ErrorSpec(
-        400, "Point-in-time restore needs log backups, and this instance has none."
+    ErrorCode.InvalidBackupLogStatus: ErrorSpec(
+        403, "Current backup log enable status does not support this operation."
     ),
+    ErrorCode.InvalidRestoreTime: ErrorSpec(400, "Specified restore time is not valid."),
+    ErrorCode.InvalidRestoreTimeFormat: ErrorSpec(400, "Specified restore time is not valid."),
     ErrorCode.ForbiddenDownloadLink: ErrorSpec(403, "The download link is not valid."),
     ErrorCode.InvalidBackupObjectNotFound: ErrorSpec(
         404, "Specified object does not exist in the backup set."
@@ -205,7 +209,8 @@ _DOMAIN: list[tuple[type[domain.ServiceError], ErrorCode]] = [
     (domain.BackupUnusable, ErrorCode.IncorrectBackupSetState),
     (domain.DatabaseNotInSet, ErrorCode.InvalidBackupSet),
     (domain.DatabaseExists, ErrorCode.InvalidDBNameDuplicate),
-    (domain.PointInTimeUnavailable, ErrorCode.InvalidRestoreTimeNoLogBackup),
+    (domain.LogBackupOff, ErrorCode.InvalidBackupLogStatus),
+    (domain.RestoreTimeUnavailable, ErrorCode.InvalidRestoreTime),
     (domain.MissingValue, ErrorCode.MissingParameter),
 ]
 

@@ -91,6 +91,10 @@ class Params:
             raise _invalid(code, name, _range_text(minimum, maximum, options))
         return number
 
+    def page_number(self, code: ErrorCode = ErrorCode.InvalidParameter) -> int:
+        """``PageNumber``: 1 to a million, 1 when absent."""
+        return self.integer("PageNumber", default=1, minimum=1, maximum=10**6, code=code) or 1
+
     def id(self, name: str, *, code: ErrorCode, required: bool = False) -> int | None:
         """A row id; one no row can have (not digits, 0, beyond 64 bits) is ``code``."""
         value = self.required(name) if required else self.optional(name)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0010"
+HEAD_REVISION = "0011"
 """The newest migration (tests/catalog checks it against the migrations folder)."""
 
 

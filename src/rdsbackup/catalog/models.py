@@ -157,7 +157,7 @@ class BackupPolicy(Base):
     enable_pitr_protection: Mapped[bool] = mapped_column(Boolean, default=False)
     # LogBackupPolicy
     enable_backup_log: Mapped[bool] = mapped_column(Boolean, default=False)
-    """Recorded and reported; log backups themselves come with a later issue."""
+    """Turns log shipping (``jobs.logship``) on or off for the instance."""
     log_backup_retention_period: Mapped[int] = mapped_column(Integer, default=7)
     local_log_retention_hours: Mapped[int] = mapped_column(Integer, default=18)
     local_log_retention_space: Mapped[int] = mapped_column(Integer, default=30)
@@ -355,6 +355,8 @@ class RestoreTask(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    restore_time: Mapped[datetime | None] = mapped_column(DateTime)
+    """A point-in-time clone: replay the logs up to this instant (UTC)."""
 
 
 class Nonce(Base):
@@ -439,6 +441,8 @@ class LogFileRecord(Base):
     raw_size: Mapped[int] = mapped_column(BigInteger, default=0)
     sha256: Mapped[str] = mapped_column(String(64), default="")
     """Of the raw file (a same-name file with another checksum is refused)."""
+    stored_sha256: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    """Of the stored (compressed, maybe encrypted) bytes: what a read verifies."""
     compression: Mapped[str] = mapped_column(String(16), default="zstd")
     encryption_key_id: Mapped[str] = mapped_column(String(64), default="")
     wrapped_data_key: Mapped[str] = mapped_column(String(128), default="")
@@ -489,4 +493,6 @@ class LogGap(Base):
     from_time: Mapped[datetime | None] = mapped_column(DateTime)
     to_time: Mapped[datetime | None] = mapped_column(DateTime)
     reason: Mapped[str] = mapped_column(Text, default="")
+    kind: Mapped[str] = mapped_column(String(16), default="Missing", server_default="Missing")
+    """A ``states.LogGapKind``."""
     detected_at: Mapped[datetime] = mapped_column(DateTime)

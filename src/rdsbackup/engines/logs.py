@@ -24,6 +24,7 @@ times have whole seconds, so a whole-second target is exact; PostgreSQL uses
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -53,7 +54,14 @@ class LogFile:
     last_time: datetime | None = None
     """Commit time (UTC) of the last transaction in it; None if it holds none."""
     extra: dict[str, str] = field(default_factory=dict)
-    """Engine facts, e.g. ``gtid_list`` of a binlog (its GTID_LIST event)."""
+    """Engine facts, e.g. ``gtid_list`` of a binlog (its GTID_LIST event). Two keys
+    prove continuity beyond the numbers: :data:`LINEAGE_START` (the server's log state
+    the file starts from) and :data:`LINEAGE_END` (the state it leaves); a file whose
+    start differs from the stored predecessor's end does not continue it."""
+
+
+LINEAGE_START = "lineage_start"
+LINEAGE_END = "lineage_end"
 
 
 class LogStreamer(ABC):
@@ -104,6 +112,17 @@ class LogEngine(ABC):
     ) -> LogStreamer:
         """A streamer writing into ``spool``; it starts with the file after
         ``resume_after`` (or at the server's oldest/current log when None)."""
+
+    def release_log_source(self, access: ServerAccess, spool: Path) -> None:
+        """Log backups were switched off: give up what the stream held on the server
+        (PostgreSQL's replication slot, which would keep WAL forever)."""
+        return None
+
+    @abstractmethod
+    def base_log(self, position: Mapping[str, str]) -> tuple[int, str] | None:
+        """The (timeline, name) of the log file holding a base set's consistent position
+        (its ``consistent_position``); None when the set records none (it cannot be the
+        base of a point-in-time restore)."""
 
     @abstractmethod
     def switch_log(self, access: ServerAccess) -> None:

@@ -23,6 +23,8 @@ from rdsbackup.instances.servers_os import first_unsearchable
 log = logging.getLogger(__name__)
 
 SYSTEM_HOME = Path("/var/lib/rdsbackup")
+OWNER_FILE = "state_dir"
+"""In ``SYSTEM_HOME/<digest>/``: the state folder of the service the instances belong to."""
 SERVER_USERS = ("mysql", "postgres")
 """The OS users local servers run as when the service runs as root."""
 
@@ -46,6 +48,9 @@ def instances_home(settings: Settings, system_home: Path = SYSTEM_HOME) -> Path:
     for d in (system_home, home.parent, home):
         d.mkdir(exist_ok=True)
         d.chmod(0o711)
+    owner = home.parent / OWNER_FILE
+    if not owner.exists():
+        owner.write_text(f"{settings.state_dir.resolve()}\n")  # whose folder this is
     link = settings.state_dir / "instances"
     if not link.exists() and not link.is_symlink():
         link.symlink_to(home)  # found from the state folder; ``make clean`` removes it

@@ -1,5 +1,5 @@
-"""Housekeeping of jobs and sets: fail jobs whose worker died, expire sets past their
-retention."""
+"""Housekeeping of jobs, sets and logs: fail jobs whose worker died, expire sets and log
+files past their retention."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import BackupJob
 from rdsbackup.jobs.leases import STOPPED, DeadWork, Leases
+from rdsbackup.jobs.logretention import LogRetention
 from rdsbackup.jobs.retention import Retention
 from rdsbackup.jobs.runner import record_failure
 from rdsbackup.storage.base import Storage
@@ -16,11 +17,18 @@ log = logging.getLogger(__name__)
 
 
 class Janitor:
-    def __init__(self, catalog: Catalog, leases: Leases, storage: Storage) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        leases: Leases,
+        storage: Storage,
+        log_retention: LogRetention | None = None,
+    ) -> None:
         self.catalog = catalog
         self.leases = leases
         self.storage = storage
         self.retention = Retention(catalog, storage)
+        self.log_retention = log_retention
 
     def reap_jobs(self) -> list[int]:
         return self._cleanup(self.leases.reap())
@@ -55,6 +63,11 @@ class Janitor:
         if removed:
             log.info("removed backup sets %s", removed)
         return removed
+
+    def expire_logs(self) -> int:
+        """Remove log files past LogBackupRetentionPeriod that no restore inside it needs
+        (jobs/logretention.py)."""
+        return self.log_retention.run() if self.log_retention is not None else 0
 
     def resume_removals(self) -> list[int]:
         return self.retention.resume()

@@ -20,19 +20,26 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import BackupSet, Instance, RestoreTask, split_names
 from rdsbackup.engines.admin import admin_for
 from rdsbackup.engines.base import BackupMethod, Engine, EngineError, StoredSet
+from rdsbackup.engines.logs import LogEngine, RecoveryTarget
 from rdsbackup.engines.registry import EngineRegistry
 from rdsbackup.instances.inventory import Inventory
 from rdsbackup.instances.ports import free_port
 from rdsbackup.instances.servers import LocalServer, local_server
 from rdsbackup.instances.supervisor import Supervisor
 from rdsbackup.jobs.leases import STOPPED, Heartbeat, Leases
+from rdsbackup.jobs.logchain import NoRecovery
+from rdsbackup.jobs.logchain import plan as recovery_plan
+from rdsbackup.jobs.logstore import LogRefused, LogStore
 from rdsbackup.jobs.sets import SetStore, SetUnavailable
 from rdsbackup.logs import log_context
 from rdsbackup.states import (
@@ -48,6 +55,18 @@ from rdsbackup.timeutil import utcnow
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class PendingRecovery:
+    """A point-in-time restore's engine and its log files, being fetched."""
+
+    engine: LogEngine
+    fetched: Future[RecoveryTarget]
+
+    def target(self) -> RecoveryTarget:
+        """Waits for the fetch (and raises what it raised)."""
+        return self.fetched.result()
+
+
 class RestoreRunner:
     def __init__(
         self,
@@ -59,6 +78,7 @@ class RestoreRunner:
         leases: Leases,
         scratch_dir: Path,
         heartbeat_seconds: float,
+        log_store: LogStore | None = None,
     ) -> None:
         self.catalog = catalog
         self.inventory = inventory
@@ -68,6 +88,7 @@ class RestoreRunner:
         self.leases = leases
         self.scratch_dir = scratch_dir
         self.heartbeat_seconds = heartbeat_seconds
+        self.log_store = log_store
 
     def run(self, task_id: int) -> None:
         if not self.leases.claim(task_id):
@@ -94,7 +115,7 @@ class RestoreRunner:
             reason = _reason(e)
             if self.leases.stopping.is_set():  # its tools were killed: that is why
                 reason = STOPPED
-            elif not isinstance(e, (EngineError, SetUnavailable, StorageError)):
+            elif not isinstance(e, (EngineError, SetUnavailable, StorageError, LogRefused)):
                 log.exception("restore task %s failed unexpectedly", task_id)
             log.warning("restore task %s failed: %s", task_id, reason)
             self._end(task_id, RestoreStatus.FAILED, reason)
@@ -143,8 +164,10 @@ class RestoreRunner:
         engine = self._engine(task.source_instance_id)
         server = self.supervisor.server(target)
         databases = split_names(task.db_names)
-        self._materialise(chain, engine, server, databases)
-        if databases and _is_physical(chain[-1]):
+        with self._recovery(task, engine, chain[-1]) as recovery:
+            # a replay may touch every database: load them all, drop the others after
+            self._materialise(chain, engine, server, [] if recovery else databases, recovery)
+        if databases and (recovery or _is_physical(chain[-1])):
             admin = admin_for(engine.family)
             for name in admin.user_databases(server.access()):
                 if name not in databases:
@@ -162,8 +185,11 @@ class RestoreRunner:
         admin = admin_for(engine.family)
         if task.target_db_name in admin.user_databases(target_access):
             raise EngineError(f"database {task.target_db_name!r} already exists on {target}")
-        with self._scratch(engine.family, task.source_instance_id) as scratch:
-            self._materialise(chain, engine, scratch, [name])
+        with (
+            self._scratch(engine.family, task.source_instance_id) as scratch,
+            self._recovery(task, engine, chain[-1]) as recovery,
+        ):
+            self._materialise(chain, engine, scratch, [] if recovery else [name], recovery)
             admin.copy_database(scratch.access(), name, target_access, task.target_db_name)
         self.inventory.probe(target)
 
@@ -218,7 +244,12 @@ class RestoreRunner:
     # -- helpers --------------------------------------------------------------------------
 
     def _materialise(
-        self, chain: list[StoredSet], engine: Engine, server: LocalServer, databases: list[str]
+        self,
+        chain: list[StoredSet],
+        engine: Engine,
+        server: LocalServer,
+        databases: list[str],
+        recovery: PendingRecovery | None = None,
     ) -> None:
         last = chain[-1]
         physical = _is_physical(last)
@@ -226,6 +257,8 @@ class RestoreRunner:
         if physical:
             server.create_dirs()
             engine.restore_physical(last.manifest, last.source, server.data_dir, chain[:-1])
+            if recovery is not None:
+                recovery.engine.prepare_recovery(server.data_dir, recovery.target())
             placed = time.monotonic()
             server.start()
         else:
@@ -233,6 +266,16 @@ class RestoreRunner:
             server.start()
             placed = time.monotonic()
             engine.restore_logical(last.manifest, last.source, server.access(), tuple(databases))
+        if recovery is not None:
+            target = recovery.target()
+            replay = time.monotonic()
+            recovery.engine.finish_recovery(server.access(), target)
+            log.info(
+                "replayed %d log files to %s in %.2f s",
+                len(target.logs),
+                target.time.isoformat(),
+                time.monotonic() - replay,
+            )
         log.info(
             "%s set of %s restored into %s: %s in %.2f s, then %s in %.2f s",
             last.manifest.method,
@@ -243,6 +286,39 @@ class RestoreRunner:
             "server started" if physical else "data loaded",
             time.monotonic() - placed,
         )
+
+    @contextmanager
+    def _recovery(
+        self, task: RestoreTask, engine: Engine, base: StoredSet
+    ) -> Iterator[PendingRecovery | None]:
+        """For a point-in-time task: its log files fetched (verified) into a scratch
+        folder while the base set is restored, removed afterwards."""
+        if task.restore_time is None:
+            yield None
+            return
+        if not isinstance(engine, LogEngine) or self.log_store is None:
+            raise EngineError("this service cannot replay logs of this engine")
+        with self.catalog.read() as s:
+            try:
+                chosen = recovery_plan(
+                    s, task.source_instance_id, task.restore_time, engine.base_log, task.backup_id
+                )
+            except NoRecovery as e:
+                raise EngineError(f"the logs to {task.restore_time:%Y-%m-%dT%H:%M:%SZ}: {e}") from e
+            records = chosen.logs
+            s.expunge_all()  # read after the session: every column is loaded
+        log_dir = self.scratch_dir / f"logs-{task.id}-{uuid.uuid4().hex[:8]}"
+        store, when = self.log_store, task.restore_time.replace(tzinfo=UTC)
+        position = dict(base.manifest.consistent_position)
+
+        def fetch() -> RecoveryTarget:
+            return RecoveryTarget(when, log_dir, tuple(store.fetch(records, log_dir)), position)
+
+        try:
+            with ThreadPoolExecutor(1, thread_name_prefix="log-prefetch") as pool:
+                yield PendingRecovery(engine, pool.submit(fetch))
+        finally:  # the pool has waited for the fetch
+            shutil.rmtree(log_dir, ignore_errors=True)
 
     @contextmanager
     def _scratch(self, family: str, source_instance_id: str) -> Iterator[LocalServer]:

@@ -75,8 +75,12 @@ class MissingValue(ServiceError):
         self.param = param
 
 
-class PointInTimeUnavailable(ServiceError):
-    pass
+class LogBackupOff(ServiceError):
+    """A point in time was asked of an instance that keeps no log backups."""
+
+
+class RestoreTimeUnavailable(ServiceError):
+    """The time is outside the restorable window (the detail says which it is)."""
 
 
 class DatabaseNotInSet(ServiceError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -27,10 +27,13 @@ from rdsbackup.catalog.models import (
     BackupJob,
     BackupSet,
     Instance,
+    LogFileRecord,
+    LogGap,
+    LogStreamState,
     RestoreTask,
     ScheduledBackup,
 )
-from rdsbackup.states import BackupStatus, InstanceStatus, JobStatus
+from rdsbackup.states import BackupStatus, InstanceStatus, JobStatus, LogStreamStatus
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +172,35 @@ class CatalogCollector(Collector):
             schedule = s.execute(
                 select(ScheduledBackup.status, func.count()).group_by(ScheduledBackup.status)
             ).all()
+            streams: list[tuple[str, str, int, datetime | None]] = [
+                (row.instance_id, row.status, row.restarts, row.last_durable_time)
+                for row in s.execute(
+                    select(
+                        LogStreamState.instance_id,
+                        LogStreamState.status,
+                        LogStreamState.restarts,
+                        LogStreamState.last_durable_time,
+                    )
+                )
+            ]
+            gaps: dict[str, int] = {
+                row[0]: row[1]
+                for row in s.execute(
+                    select(LogGap.instance_id, func.count()).group_by(LogGap.instance_id)
+                )
+            }
+            log_files = {
+                row[0]: (row[1], row[2])
+                for row in s.execute(
+                    select(
+                        LogFileRecord.instance_id,
+                        func.count(),
+                        func.coalesce(func.sum(LogFileRecord.size), 0),
+                    )
+                    .where(LogFileRecord.deleting_at.is_(None))
+                    .group_by(LogFileRecord.instance_id)
+                )
+            }
 
         family = GaugeMetricFamily(
             PREFIX + "instances", "Instances in the catalog.", labels=("engine", "status")
@@ -262,3 +294,47 @@ class CatalogCollector(Collector):
         for status, count in schedule:
             family.add_metric([status], count)
         yield family
+
+        yield from _log_families(live, streams, gaps, log_files)
+
+
+def _log_families(
+    live: dict[str, str],
+    streams: Sequence[tuple[str, str, int, datetime | None]],
+    gaps: dict[str, int],
+    log_files: dict[str, tuple[int, int]],
+) -> Iterator[Metric]:
+    """Log backups, for the instances whose stream ever ran: the status as a state set
+    (alert on ``status="Broken"``), gaps, restarts and the newest durable commit."""
+    status = GaugeMetricFamily(
+        PREFIX + "log_backup_status",
+        "1 for the log backup's current LogBackupStatus (Streaming, Restarting, Broken, "
+        "Stopped), 0 for the others.",
+        labels=("instance_id", "engine", "status"),
+    )
+    gap_family = _per_instance(
+        "log_backup_gaps", "Gaps recorded in the instance's stored logs (times not restorable)."
+    )
+    restarts = _per_instance(
+        "log_backup_restarts", "Times the streaming tool ended and was started again."
+    )
+    durable = _per_instance(
+        "log_backup_last_durable_timestamp_seconds",
+        "Commit time of the newest commit whose log is stored (0: none).",
+    )
+    files = _per_instance("log_files", "Stored log files (binlogs, WAL segments, history).")
+    stored = _per_instance("log_files_stored_bytes", "Stored (compressed) bytes of log files.")
+    for instance_id, state, restart_count, last_durable in sorted(streams):
+        engine = live.get(instance_id)
+        if engine is None:
+            continue
+        labels = [instance_id, engine]
+        for each in LogStreamStatus:
+            status.add_metric([*labels, each.value], float(state == each))
+        gap_family.add_metric(labels, gaps.get(instance_id, 0))
+        restarts.add_metric(labels, restart_count or 0)
+        durable.add_metric(labels, _seconds(last_durable) if last_durable else 0.0)
+        count, size = log_files.get(instance_id, (0, 0))
+        files.add_metric(labels, count)
+        stored.add_metric(labels, size)
+    yield from (status, gap_family, restarts, durable, files, stored)

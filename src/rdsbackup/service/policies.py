@@ -10,8 +10,8 @@ locked. ``None`` in :class:`PolicyChanges` means "unchanged".
 fields (and LogBackupRetentionPeriod), ``LogBackupPolicy`` the log backup fields, and
 no mode (what Terraform's delete sends: a reset) both. Values outside the mode are
 still checked, but change nothing. A change never takes the instance out of
-``Running``. The scheduler and retention read the stored row; log backups themselves
-(``enable_backup_log``) are recorded here and acted on by a later issue.
+``Running``. The scheduler, retention and log shipping
+(``jobs.logship``, for ``enable_backup_log``) read the stored row.
 """
 
 from __future__ import annotations

@@ -11,14 +11,25 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rdsbackup.catalog.db import Catalog
-from rdsbackup.catalog.models import BackupSet, Instance, RestoreTask, join_names, split_names
+from rdsbackup.catalog.models import (
+    BackupSet,
+    Instance,
+    RestoreTask,
+    join_names,
+    policy_for,
+    split_names,
+)
 from rdsbackup.engines.families import family_of, same_family
+from rdsbackup.engines.logs import LogEngine
 from rdsbackup.instances.inventory import Inventory
+from rdsbackup.jobs.logchain import NoRecovery, durable_end
+from rdsbackup.jobs.logchain import plan as recovery_plan
+from rdsbackup.jobs.logchain import window as recovery_window
 from rdsbackup.service import errors
 from rdsbackup.service.auth import Principal
 from rdsbackup.service.instances import InstanceService
 from rdsbackup.states import BackupStatus, InstanceStatus, RestoreKind, RestoreStatus
-from rdsbackup.timeutil import utcnow
+from rdsbackup.timeutil import to_wire, utcnow
 
 PAY_TYPES = ("Postpaid", "Prepaid", "Serverless")
 
@@ -105,13 +116,12 @@ class RestoreService:
     def clone(self, who: Principal, req: CloneRequest) -> str:
         """A new local instance restored from the set; answers at once (Creating)."""
         source = self.instances.get(who, req.source_instance_id)
-        if req.backup_id is None:
-            if req.restore_time is not None:
-                raise errors.PointInTimeUnavailable(
-                    "point-in-time restore needs log backups; this service keeps none yet"
-                )
+        if req.restore_time is not None:
+            backup = self._base_set(who, source.id, req.restore_time, req.backup_id)
+        elif req.backup_id is None:
             raise errors.MissingValue("BackupId")
-        backup = self._usable_set(who, source.id, req.backup_id)
+        else:
+            backup = self._usable_set(who, source.id, req.backup_id)
         missing = [d for d in req.db_names if d not in split_names(backup.db_names)]
         if missing and split_names(backup.db_names):
             raise errors.DatabaseNotInSet(missing)
@@ -121,7 +131,7 @@ class RestoreService:
             who.account_id,
             creds.user,
             creds.password,
-            description=req.description or f"clone of {source.id} from backup {backup.id}",
+            description=req.description or _clone_description(source.id, backup.id, req),
             resource_group_id=source.resource_group_id,
             region_id=source.region_id,
             zone_id=source.zone_id,
@@ -134,20 +144,58 @@ class RestoreService:
             task_id = self._task(
                 s, who, RestoreKind.CLONE, backup, target=instance_id, db_names=list(req.db_names)
             )
+            s.get_one(RestoreTask, task_id).restore_time = req.restore_time
         self.dispatcher.submit(task_id)
         return instance_id
+
+    def _base_set(
+        self, who: Principal, instance_id: str, when: datetime, backup_id: int | None
+    ) -> BackupSet:
+        """The set a clone to ``when`` starts from: the newest one whose stored logs
+        reach ``when`` unbroken (or ``backup_id``, when given, if its logs do)."""
+        engine = self.inventory.engines.for_engine(self.instances.get(who, instance_id).engine)
+        if not isinstance(engine, LogEngine):
+            raise errors.LogBackupOff("this engine keeps no log backups")
+        with self.catalog.read() as s:
+            keeps_logs = policy_for(s, instance_id).enable_backup_log
+            if not keeps_logs and durable_end(s, instance_id) is None:
+                raise errors.LogBackupOff(
+                    "log backups are not enabled (ModifyBackupPolicy EnableBackupLog=1)"
+                )
+            try:
+                chosen = recovery_plan(s, instance_id, when, engine.base_log, backup_id)
+            except NoRecovery as e:
+                found = recovery_window(s, instance_id, engine.base_log)
+                span = (
+                    f"{to_wire(found.begin)} to {to_wire(found.end)}"
+                    if found
+                    else "empty (no backup set with unbroken logs after it)"
+                )
+                raise errors.RestoreTimeUnavailable(
+                    f"{to_wire(when)} cannot be restored to: {e}. The restorable window is {span}."
+                ) from None
+        return self._usable_set(who, instance_id, chosen.backup_id)
 
     def restore_database(
         self,
         who: Principal,
         source_instance_id: str,
-        backup_id: int,
+        backup_id: int | None,
         name: str,
         target_instance_id: str | None,
         new_name: str | None,
+        *,
+        restore_time: datetime | None = None,
     ) -> int:
+        """One database of a set (or, with ``restore_time``, as it was at that second)
+        copied into a running instance under its own or a new name."""
         source = self.instances.get(who, source_instance_id)
-        backup = self._usable_set(who, source.id, backup_id)
+        if restore_time is not None:
+            backup = self._base_set(who, source.id, restore_time, backup_id)
+        elif backup_id is None:
+            raise errors.MissingValue("BackupId")
+        else:
+            backup = self._usable_set(who, source.id, backup_id)
         target = self.instances.get(who, target_instance_id or source.id)
         if not same_family(target.engine, source.engine):
             raise errors.InvalidValue("TargetDBInstanceId", "the target runs another engine")
@@ -169,6 +217,7 @@ class RestoreService:
                 db_names=[name],
                 target_db_name=new_name,
             )
+            s.get_one(RestoreTask, task_id).restore_time = restore_time
         self.dispatcher.submit(task_id)
         return task_id
 
@@ -232,6 +281,12 @@ class RestoreService:
         s.add(task)
         s.flush()
         return task.id
+
+
+def _clone_description(source_id: str, backup_id: int, req: CloneRequest) -> str:
+    if req.restore_time is None:
+        return f"clone of {source_id} from backup {backup_id}"
+    return f"clone of {source_id} at {to_wire(req.restore_time)}"
 
 
 def _check_database_name(engine: str, name: str) -> None:

@@ -43,6 +43,10 @@ class Storage(ABC):
         """Keys under ``prefix`` (a folder-like prefix ending in ``/``)."""
 
     @abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete one object; nothing happens when it is missing."""
+
+    @abstractmethod
     def delete_prefix(self, prefix: str) -> int:
         """Delete every key under ``prefix``; return how many were deleted."""
 

@@ -62,6 +62,9 @@ class LocalStorage(Storage):
             if p.is_file() and not p.name.endswith(_PARTIAL):
                 yield p.relative_to(self.root).as_posix()
 
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
     def delete_prefix(self, prefix: str) -> int:
         base = self.path(prefix.rstrip("/"))
         if not base.exists():

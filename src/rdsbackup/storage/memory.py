@@ -70,6 +70,10 @@ class MemoryStorage(Storage):
             keys = sorted(k for k in self._objects if k.startswith(folder))
         yield from keys
 
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._objects.pop(self.key(key), None)
+
     def delete_prefix(self, prefix: str) -> int:
         folder = self.key(prefix.rstrip("/")) + "/"
         with self._lock:

@@ -141,6 +141,12 @@ class S3Storage(Storage):
             raise StorageError(f"S3 ListObjectsV2 {prefix}: {e}") from e
         yield from sorted(keys)
 
+    def delete(self, key: str) -> None:
+        try:  # S3 answers 204 for a missing key too
+            self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+        except (ClientError, BotoCoreError) as e:
+            raise StorageError(f"S3 DeleteObject {key}: {e}") from e
+
     def delete_prefix(self, prefix: str) -> int:
         keys = [self.object_key(k) for k in self.list(prefix)]
         for start in range(0, len(keys), 1000):

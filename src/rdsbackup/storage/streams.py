@@ -293,32 +293,15 @@ class SetReader:
         obj = self._stored(name)
         return _VerifyingRaw(self.storage.reader(self.prefix + obj.name), obj)
 
-    def _plain(self, raw: _VerifyingRaw) -> io.RawIOBase:
-        """The compressed bytes: the stored ones, decrypted if the set is encrypted."""
-        if self.key is None:
-            return raw
-        try:
-            return DecryptingReader(raw, self.key.data_key, raw.obj.name)
-        except BaseException:
-            raw.close()
-            raise
-
     def open(self, name: str) -> BinaryIO:
         """Raw bytes of object ``name`` (stored name, or the name given to ``put``)."""
-        raw = self._verifying(name)
-        obj = raw.obj
-        inner = self._plain(raw)
-        if obj.compression == "zstd":
-            inner = _DecompressingReader(inner, obj.name)
-        elif obj.compression == "gzip":
-            inner = _GunzipReader(inner, obj.name)
-        return io.BufferedReader(inner, buffer_size=CHUNK)
+        return _raw_stream(self._verifying(name), self.key)
 
     def open_stored(self, name: str) -> tuple[BinaryIO, str]:
         """The compressed bytes of object ``name`` (decrypted, for an encrypted set) and
         their compression; reading to the end checks size and sha256, as ``open`` does."""
         raw = self._verifying(name)
-        return io.BufferedReader(self._plain(raw), buffer_size=CHUNK), raw.obj.compression
+        return io.BufferedReader(_plain(raw, self.key), buffer_size=CHUNK), raw.obj.compression
 
     def verify(self, name: str) -> None:
         """Check one stored object's size and sha256 without decompressing it."""
@@ -331,3 +314,30 @@ class SetReader:
     def verify_all(self) -> None:
         for obj in self.manifest.objects:
             self.verify(obj.name)
+
+
+def open_object(storage: Storage, key: str, obj: StoredObject, set_key: SetKey | None) -> BinaryIO:
+    """Raw bytes of one object stored by a :class:`SetWriter` at ``key`` (outside any
+    set's manifest: a log file), verified against ``obj`` as :meth:`SetReader.open` does."""
+    return _raw_stream(_VerifyingRaw(storage.reader(key), obj), set_key)
+
+
+def _plain(raw: _VerifyingRaw, key: SetKey | None) -> io.RawIOBase:
+    """The compressed bytes: the stored ones, decrypted if the object is encrypted."""
+    if key is None:
+        return raw
+    try:
+        return DecryptingReader(raw, key.data_key, raw.obj.name)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def _raw_stream(raw: _VerifyingRaw, key: SetKey | None) -> BinaryIO:
+    obj = raw.obj
+    inner = _plain(raw, key)
+    if obj.compression == "zstd":
+        inner = _DecompressingReader(inner, obj.name)
+    elif obj.compression == "gzip":
+        inner = _GunzipReader(inner, obj.name)
+    return io.BufferedReader(inner, buffer_size=CHUNK)

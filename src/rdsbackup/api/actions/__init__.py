@@ -11,6 +11,7 @@ from rdsbackup.service.backups import BackupService
 from rdsbackup.service.encryption import EncryptionService
 from rdsbackup.service.instances import InstanceService
 from rdsbackup.service.links import LinkMaker
+from rdsbackup.service.logs import LogService
 from rdsbackup.service.policies import PolicyService
 from rdsbackup.service.releases import ReleaseService
 from rdsbackup.service.restores import RestoreService
@@ -25,13 +26,14 @@ class Services:
     releases: ReleaseService | None = None
     policies: PolicyService | None = None
     encryption: EncryptionService | None = None
+    logs: LogService | None = None
 
 
 Handler = Callable[[Call, Services], dict[str, Any]]
 
 
 def action_table() -> dict[str, Handler]:
-    from rdsbackup.api.actions import backups, encryption, instances, policies, restores
+    from rdsbackup.api.actions import backups, encryption, instances, logs, policies, restores
 
     return {
         **backups.ACTIONS,
@@ -39,4 +41,5 @@ def action_table() -> dict[str, Handler]:
         **restores.ACTIONS,
         **policies.ACTIONS,
         **encryption.ACTIONS,
+        **logs.ACTIONS,
     }

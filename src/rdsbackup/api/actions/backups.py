@@ -87,16 +87,7 @@ def describe_backups(call: Call, svc: Services) -> dict[str, Any]:
         start=start,
         end=end,
     )
-    page_number = (
-        p.integer(
-            "PageNumber",
-            default=1,
-            minimum=1,
-            maximum=10**6,
-            code=ErrorCode.InvalidPageNumbersMalformed,
-        )
-        or 1
-    )
+    page_number = p.page_number(ErrorCode.InvalidPageNumbersMalformed)
     page_size = p.integer("PageSize", default=30, allowed=PAGE_SIZES) or 30
     page = svc.backups.describe_backups(
         call.principal, instance_id, filters, page_number, page_size

@@ -25,7 +25,7 @@ def describe_db_instances(call: Call, svc: Services) -> dict[str, Any]:
         status=p.optional("DBInstanceStatus"),
         resource_group_id=p.optional("ResourceGroupId"),
     )
-    page_number = p.integer("PageNumber", default=1, minimum=1, maximum=10**6) or 1
+    page_number = p.page_number()
     page_size = p.integer("PageSize", default=30, minimum=1, maximum=100) or 30
     page = svc.instances.find(call.principal, filters, page_number, page_size)
     return {
@@ -47,7 +47,7 @@ def describe_databases(call: Call, svc: Services) -> dict[str, Any]:
     instance_id = p.required("DBInstanceId")
     name = p.optional("DBName")
     status = p.choice("DBStatus", ("Creating", "Running", "Deleting"))
-    page_number = p.integer("PageNumber", default=1, minimum=1, maximum=10**6) or 1
+    page_number = p.page_number()
     page_size = p.integer("PageSize", default=30, allowed=(30, 50, 100)) or 30
     instance = svc.instances.get(call.principal, instance_id)
     found = [

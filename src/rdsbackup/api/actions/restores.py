@@ -33,7 +33,9 @@ def clone_db_instance(call: Call, svc: Services) -> dict[str, Any]:
     request = CloneRequest(
         source_instance_id=p.required("DBInstanceId"),
         backup_id=_backup_id(p, required=False),
-        restore_time=p.timestamp("RestoreTime", WIRE_SECONDS, code=ErrorCode.InvalidParameter),
+        restore_time=p.timestamp(
+            "RestoreTime", WIRE_SECONDS, code=ErrorCode.InvalidRestoreTimeFormat
+        ),
         pay_type=p.choice("PayType", PAY_TYPES) or p.required("PayType"),
         db_names=tuple(p.csv("DbNames", max_items=256)),
         description=description,
@@ -44,13 +46,15 @@ def clone_db_instance(call: Call, svc: Services) -> dict[str, Any]:
 
 def restore_database(call: Call, svc: Services) -> dict[str, Any]:
     p = Params(call.params)
+    restore_time = p.timestamp("RestoreTime", WIRE_SECONDS, code=ErrorCode.InvalidRestoreTimeFormat)
     task_id = _restores(svc).restore_database(
         call.principal,
         p.required("DBInstanceId"),
-        _backup_id(p) or 0,
+        _backup_id(p, required=restore_time is None),
         p.required("DBName"),
         p.optional("TargetDBInstanceId"),
         p.optional("TargetDBName"),
+        restore_time=restore_time,
     )
     return {"TaskId": str(task_id)}
 

@@ -16,7 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rdsbackup.engines.base import EngineError, ServerAccess, UnsupportedPlan
-from rdsbackup.engines.logs import LogFile, LogStreamer, RecoveryTarget
+from rdsbackup.engines.logs import (
+    LINEAGE_END,
+    LINEAGE_START,
+    LogFile,
+    LogStreamer,
+    RecoveryTarget,
+)
 from rdsbackup.engines.mariadb.physical import check_tool
 from rdsbackup.engines.mariadb.sql import query
 from rdsbackup.engines.tools import ToolProcess, find_binary, last_error_line, mysql_option_file
@@ -24,7 +30,7 @@ from rdsbackup.engines.tools import ToolProcess, find_binary, last_error_line, m
 MAGIC = b"\xfebin"
 HEADER = struct.Struct("<IBIIIH")
 """timestamp, type, server_id, event_size, log_pos, flags."""
-QUERY_EVENT, XID_EVENT, GTID_LIST_EVENT = 2, 16, 163
+QUERY_EVENT, XID_EVENT, GTID_EVENT, GTID_LIST_EVENT = 2, 16, 162, 163
 _NUMBERED = re.compile(r"(?P<base>.+)\.(?P<seq>\d{6,})$")
 UTC_ENV = {"TZ": "UTC"}
 
@@ -48,6 +54,13 @@ def check_log_source(access: ServerAccess) -> None:
 
 
 def switch_log(access: ServerAccess) -> None:
+    """``FLUSH BINARY LOGS``, unless the current binlog holds no transaction yet: an
+    idle server would otherwise get a new, empty file every ``log_switch_seconds``."""
+    status = query(access, "SHOW MASTER STATUS")
+    if status:
+        head = query(access, "SHOW BINLOG EVENTS IN %s LIMIT 8", (str(status[0][0]),))
+        if not any(str(event[2]) == "Gtid" for event in head):
+            return
     query(access, "FLUSH BINARY LOGS")
 
 
@@ -67,18 +80,24 @@ def successor(name: str) -> str:
 
 
 def parse_binlog(path: Path) -> LogFile | None:
-    """The file's positions and commit times; None when its last event is cut short
-    (or it is not a binary log)."""
+    """The file's positions, commit times and GTID states; None when its last event is
+    cut short (or it is not a binary log).
+
+    The binlog state a file starts from is its GTID_LIST event (the last GTID of each
+    domain and server); the state it ends at is that list updated by every GTID event
+    in it. The next file's list must equal it: else the server's log did not continue
+    (``RESET MASTER``, another server on the same address)."""
     data = path.read_bytes()
     m = _NUMBERED.match(path.name)
     if not data.startswith(MAGIC) or m is None:
         return None
     pos, first, last = len(MAGIC), None, None
     extra: dict[str, str] = {}
+    state: dict[tuple[int, int], int] | None = None
     while pos < len(data):
         if len(data) - pos < HEADER.size:
             return None
-        stamp, kind, _server, size, _end, _flags = HEADER.unpack_from(data, pos)
+        stamp, kind, server, size, _end, _flags = HEADER.unpack_from(data, pos)
         if size < HEADER.size or pos + size > len(data):
             return None
         body = data[pos + HEADER.size : pos + size]
@@ -86,9 +105,16 @@ def parse_binlog(path: Path) -> LogFile | None:
             when = datetime.fromtimestamp(stamp, UTC)
             first = first or when
             last = when
-        elif kind == GTID_LIST_EVENT and "gtid_list" not in extra:
-            extra["gtid_list"] = _gtid_list(body)
+        elif kind == GTID_LIST_EVENT and state is None:
+            state = _gtid_list(body)
+            extra["gtid_list"] = _gtid_text(state)
+        elif kind == GTID_EVENT and state is not None and len(body) >= 12:
+            seq, domain = struct.unpack_from("<QI", body)
+            state[(domain, server)] = seq
         pos += size
+    if state is not None:
+        extra[LINEAGE_START] = extra["gtid_list"]
+        extra[LINEAGE_END] = _gtid_text(state)
     return LogFile(
         name=path.name,
         path=path,
@@ -105,20 +131,24 @@ def _is_commit(body: bytes) -> bool:
     return body.endswith(b"COMMIT") or body[:-4].endswith(b"COMMIT")  # CRC32 or none
 
 
-def _gtid_list(body: bytes) -> str:
-    """``domain-server-seq`` list of a GTID_LIST event (count u32 low 28 bits, then
+def _gtid_list(body: bytes) -> dict[tuple[int, int], int]:
+    """A GTID_LIST event's ``(domain, server) -> seq`` (count u32, low 28 bits; then
     domain u32, server u32, seq u64 each)."""
     if len(body) < 4:
-        return ""
+        return {}
     count = struct.unpack_from("<I", body)[0] & 0x0FFFFFFF
-    items = []
+    found: dict[tuple[int, int], int] = {}
     for i in range(count):
         off = 4 + 16 * i
         if off + 16 > len(body):
             break
         domain, server, seq = struct.unpack_from("<IIQ", body, off)
-        items.append(f"{domain}-{server}-{seq}")
-    return ",".join(items)
+        found[(domain, server)] = seq
+    return found
+
+
+def _gtid_text(state: dict[tuple[int, int], int]) -> str:
+    return ",".join(f"{d}-{s}-{q}" for (d, s), q in sorted(state.items()))
 
 
 class BinlogStreamer(LogStreamer):

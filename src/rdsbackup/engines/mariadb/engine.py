@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,6 +175,10 @@ class MariaDBEngine(Engine, LogEngine):
         self, access: ServerAccess, spool: Path, resume_after: LogFile | None
     ) -> LogStreamer:
         return mariadb_binlog.log_streamer(access, spool, resume_after)
+
+    def base_log(self, position: Mapping[str, str]) -> tuple[int, str] | None:
+        name = position.get("binlog_file", "")
+        return (1, name) if name and position.get("binlog_pos", "").isdigit() else None
 
     def switch_log(self, access: ServerAccess) -> None:
         mariadb_binlog.switch_log(access)

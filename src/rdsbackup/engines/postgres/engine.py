@@ -28,6 +28,7 @@ backups of instances with user tablespaces.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -49,6 +50,8 @@ from rdsbackup.engines.base import (
     UnsupportedPlan,
 )
 from rdsbackup.engines.families import POSTGRES
+from rdsbackup.engines.logs import LogEngine, LogFile, LogStreamer, RecoveryTarget
+from rdsbackup.engines.postgres import wal
 from rdsbackup.engines.postgres.common import Connection, rows, scalar, server_version, session
 from rdsbackup.engines.postgres.logical import (
     DUMPABLE,
@@ -87,7 +90,7 @@ _NO_INCREMENTAL = (
 _WHOLE_INSTANCE = (BackupMethod.PHYSICAL, BackupMethod.SNAPSHOT)
 
 
-class PostgresEngine(Engine):
+class PostgresEngine(Engine, LogEngine):
     """PostgreSQL through pg_basebackup (Physical), tar between pg_backup_start and
     pg_backup_stop (Snapshot) and pg_dump/pg_dumpall (Logical); restores through tar
     extraction + pg_verifybackup, and psql + pg_restore.
@@ -190,6 +193,31 @@ class PostgresEngine(Engine):
         logical_restore(
             manifest, source, target, databases, jobs=self.restore_jobs, spool_dir=self.spool_dir
         )
+
+    # -- log backups (engines/postgres/wal.py) ------------------------------------------
+
+    def check_log_source(self, access: ServerAccess) -> None:
+        wal.check_log_source(access)
+
+    def log_streamer(
+        self, access: ServerAccess, spool: Path, resume_after: LogFile | None
+    ) -> LogStreamer:
+        return wal.WalStreamer(access, spool)
+
+    def release_log_source(self, access: ServerAccess, spool: Path) -> None:
+        wal.drop_slot(access, spool)
+
+    def base_log(self, position: Mapping[str, str]) -> tuple[int, str] | None:
+        return wal.base_log(position)
+
+    def switch_log(self, access: ServerAccess) -> None:
+        wal.switch_log(access)
+
+    def prepare_recovery(self, data_dir: Path, target: RecoveryTarget) -> None:
+        wal.prepare_recovery(data_dir, target)
+
+    def finish_recovery(self, access: ServerAccess, target: RecoveryTarget) -> None:
+        wal.finish_recovery(access, target)
 
 
 def _check_static(plan: BackupPlan) -> None:
