@@ -53,7 +53,7 @@ from rdsbackup.service.scheduler import LEASE_NAME, Scheduler
 from rdsbackup.storage.base import Storage
 from rdsbackup.storage.keys import Keyring
 from rdsbackup.storage.local import LocalStorage
-from rdsbackup.storage.s3 import S3Location, S3Storage, s3_client
+from rdsbackup.storage.s3 import PARTS_PER_STEP, S3Location, S3Storage, s3_client
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,7 @@ def build_storage(settings: Settings) -> Storage:
         S3Location.parse(settings.storage_url),
         part_size=settings.s3_part_size_mb * 1024 * 1024,
         max_concurrency=settings.s3_max_concurrency,
+        parts_per_step=PARTS_PER_STEP if settings.s3_part_growth else None,
     )
 
 

@@ -46,10 +46,15 @@ class Settings(BaseSettings):
     s3_secret_access_key: str | None = Field(default=None, repr=False)
     s3_addressing_style: Literal["virtual", "path"] = "virtual"
     """Alibaba OSS accepts virtual-hosted addressing only; some local servers need path."""
-    s3_part_size_mb: int = Field(default=64, ge=5, le=5120)
-    """Multipart part size: S3 allows 10,000 parts, so 64 MiB parts hold objects up to 625 GiB."""
-    s3_max_concurrency: int = Field(default=4, ge=1, le=64)
-    """Parts uploaded at once per object (each holds one part in memory)."""
+    s3_part_size_mb: int = Field(default=8, ge=5, le=5120)
+    """Size of an upload's first parts; with ``s3_part_growth`` it doubles every 1,000
+    parts (S3 allows 10,000: 8 MiB first reaches 8 TiB)."""
+    s3_part_growth: bool = True
+    """Off: every part of ``s3_part_size_mb`` (servers that want equal parts, such as
+    Cloudflare R2); the largest object is then 10,000 parts of that size."""
+    s3_max_concurrency: int = Field(default=2, ge=1, le=64)
+    """Parts uploaded at once per object: an upload holds this many parts plus the one
+    being filled in memory (24 MiB at the defaults; docs/storage.md)."""
     instances_dir: Path | None = None
     """Where provisioned local servers live; default: ``<state_dir>/instances``."""
     secret_key: str | None = Field(default=None, repr=False)

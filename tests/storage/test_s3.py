@@ -17,7 +17,7 @@ from rdsbackup.engines.memory import MemoryServer
 from rdsbackup.jobs.sets import SetStore
 from rdsbackup.service.backups import CreateBackupRequest
 from rdsbackup.storage.base import ObjectNotFound, StorageError
-from rdsbackup.storage.s3 import MIN_PART, S3Location, S3Storage
+from rdsbackup.storage.s3 import MIN_PART, PARTS_PER_STEP, S3Location, S3Storage
 from rdsbackup.testing import memory_rig
 from tests.fixtures.s3 import S3Server
 from tests.jobs.conftest import shop_server
@@ -25,8 +25,22 @@ from tests.jobs.conftest import shop_server
 MiB = 1024 * 1024
 
 
-def storage(server: S3Server, bucket: str, prefix: str = "p/q", **kw: int) -> S3Storage:
-    return S3Storage(server.client(), S3Location(bucket, prefix), **{"part_size": MIN_PART, **kw})
+def storage(
+    server: S3Server,
+    bucket: str,
+    prefix: str = "p/q",
+    *,
+    max_concurrency: int = 4,
+    parts_per_step: int | None = PARTS_PER_STEP,
+) -> S3Storage:
+    """Parts of S3's smallest size, so a few MiB make a multipart upload."""
+    return S3Storage(
+        server.client(),
+        S3Location(bucket, prefix),
+        part_size=MIN_PART,
+        max_concurrency=max_concurrency,
+        parts_per_step=parts_per_step,
+    )
 
 
 def test_a_large_object_goes_up_in_parts_and_reads_back_whole_and_by_range(
@@ -46,6 +60,23 @@ def test_a_large_object_goes_up_in_parts_and_reads_back_whole_and_by_range(
         assert f.read(100) == data[7 * MiB + 5 : 7 * MiB + 105]
         f.seek(10)
         assert f.read(10) == data[10:20]
+
+
+def test_parts_grow_so_a_stream_of_unknown_size_fits_in_10000_parts(
+    s3_server: S3Server, s3_bucket: str
+) -> None:
+    s3 = storage(s3_server, s3_bucket, parts_per_step=2)  # 5, 5, 10, 10, 20 MiB ...
+    assert [s3.part_size_of(n) // MiB for n in range(1, 8)] == [5, 5, 10, 10, 20, 20, 40]
+    data = os.urandom(MiB) * 51  # 5+5+10+10+20 = 50 MiB, then 1 MiB: six parts
+    with s3.writer("i/1/grown") as w:
+        for at in range(0, len(data), 3 * MiB + 7):
+            w.write(data[at : at + 3 * MiB + 7])
+    head = s3.client.head_object(Bucket=s3_bucket, Key="p/q/i/1/grown")
+    assert head["ETag"].strip('"').endswith("-6"), head["ETag"]
+    assert s3.read_bytes("i/1/grown") == data
+    fixed = storage(s3_server, s3_bucket, parts_per_step=None)
+    assert {fixed.part_size_of(n) for n in (1, 1000, 10_000)} == {MIN_PART}
+    assert storage(s3_server, s3_bucket).part_size_of(10_000) == 5 * MiB << 9
 
 
 def test_a_failed_upload_is_aborted_and_leaves_no_object_and_no_parts(

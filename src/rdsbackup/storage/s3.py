@@ -4,8 +4,15 @@ A writer streams: it holds at most ``max_concurrency + 1`` parts in memory, uplo
 them on a small thread pool as they fill, completes the multipart upload on a clean
 exit and aborts it on any error, so an object is visible only once complete (S3 makes
 an object visible at CompleteMultipartUpload, never before). An object smaller than one
-part is one PutObject. S3 allows 10,000 parts: the part size bounds the largest object
-(64 MiB parts: 625 GiB).
+part is one PutObject.
+
+S3 allows 10,000 parts, and a stream's size is not known ahead. Parts therefore start
+small and double every :data:`PARTS_PER_STEP` parts. With 8 MiB parts first, an object
+of up to 7.8 GiB is held in memory as at most ``max_concurrency + 1`` parts of 8 MiB,
+and 10,000 parts reach 8 TiB, past S3's 5 TiB object limit. A full part is handed to
+the upload as it is, not copied. Servers that want every
+part but the last of one size (Cloudflare R2) set ``s3_part_growth = false`` and a part
+size fit for their largest object.
 
 Checksums: the service keeps its own sha256 per object (storage/streams.py), so the
 client is told to send and check S3 checksums only when an operation requires them;
@@ -35,6 +42,9 @@ from rdsbackup.storage.base import ObjectNotFound, ObjectWriter, Storage, Storag
 MiB = 1024 * 1024
 MIN_PART = 5 * MiB
 """S3's smallest part (all but the last)."""
+MAX_PART = 5 * 1024 * MiB
+PARTS_PER_STEP = 1000
+"""Parts of one size before the part size doubles."""
 
 
 @dataclass(frozen=True)
@@ -82,13 +92,26 @@ def s3_client(
 
 class S3Storage(Storage):
     def __init__(
-        self, client: Any, location: S3Location, part_size: int = 64 * MiB, max_concurrency: int = 4
+        self,
+        client: Any,
+        location: S3Location,
+        part_size: int = 8 * MiB,
+        max_concurrency: int = 2,
+        parts_per_step: int | None = PARTS_PER_STEP,
     ) -> None:
         self.client = client
         self.bucket = location.bucket
         self.prefix = location.prefix
         self.part_size = max(MIN_PART, part_size)
         self.max_concurrency = max(1, max_concurrency)
+        self.parts_per_step = parts_per_step
+        """None: every part of ``part_size``."""
+
+    def part_size_of(self, number: int) -> int:
+        """The size of part ``number`` (from 1) of a multipart upload."""
+        if self.parts_per_step is None:
+            return self.part_size
+        return min(MAX_PART, self.part_size << ((number - 1) // self.parts_per_step))
 
     def object_key(self, key: str) -> str:
         rel = PurePosixPath(key)
@@ -170,20 +193,25 @@ class _Upload:
         self.s = storage
         self.name = name
         self.buffer = bytearray()
+        """The part being filled; handed to the upload as it is (no copy) once full."""
         self.upload_id: str | None = None
         self.parts: list[Future[dict[str, Any]]] = []
         self.pool: ThreadPoolExecutor | None = None
 
     def write(self, data: bytes | memoryview, /) -> int:
-        self.buffer += data
-        while len(self.buffer) >= self.s.part_size:
-            with memoryview(self.buffer) as view:
-                part = bytes(view[: self.s.part_size])
-            del self.buffer[: self.s.part_size]
-            self._send(part)
-        return len(data)
+        with memoryview(data) as whole:
+            rest = whole.cast("B")
+            while rest:
+                size = self.s.part_size_of(len(self.parts) + 1)
+                take = size - len(self.buffer)
+                self.buffer += rest[:take]
+                rest = rest[take:]
+                if len(self.buffer) >= size:
+                    part, self.buffer = self.buffer, bytearray()
+                    self._send(part)
+            return whole.nbytes
 
-    def _send(self, part: bytes) -> None:
+    def _send(self, part: bytearray) -> None:
         if self.upload_id is None:
             out = self._call(
                 "CreateMultipartUpload",
@@ -200,7 +228,7 @@ class _Upload:
         number = len(self.parts) + 1
         self.parts.append(self.pool.submit(self._upload_part, number, part))
 
-    def _upload_part(self, number: int, part: bytes) -> dict[str, Any]:
+    def _upload_part(self, number: int, part: bytearray) -> dict[str, Any]:
         out = self._call(
             "UploadPart",
             self.s.client.upload_part,
@@ -219,12 +247,12 @@ class _Upload:
                 self.s.client.put_object,
                 Bucket=self.s.bucket,
                 Key=self.name,
-                Body=bytes(self.buffer),
+                Body=self.buffer,
             )
             return
         if self.buffer or not self.parts:
-            self._send(bytes(self.buffer))
-            self.buffer.clear()
+            part, self.buffer = self.buffer, bytearray()
+            self._send(part)
         done = [f.result() for f in self.parts]
         self._shutdown()
         self._call(
