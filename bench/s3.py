@@ -13,38 +13,17 @@ import os
 import resource
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
+from contextlib import ExitStack
 from pathlib import Path
 
-import httpx
 from encryption import backup, dump_block, restore
 
-from rdsbackup.instances.ports import free_port
 from rdsbackup.storage.base import Storage
 from rdsbackup.storage.keys import Keyring
 from rdsbackup.storage.local import LocalStorage
 from rdsbackup.storage.s3 import S3Location, S3Storage, s3_client
-
-
-def start_moto() -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    binary = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen(
-        [str(binary), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            httpx.get(endpoint + "/moto-api/", timeout=1)
-            return proc, endpoint
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError("moto_server did not start")
+from rdsbackup.testing import moto_server
 
 
 def main() -> None:
@@ -57,10 +36,11 @@ def main() -> None:
     block = dump_block()
     times = max(1, round(args.gib * (1 << 30) / len(block)))
     raw = times * len(block)
-    proc, endpoint = start_moto()
     scratch = Path(tempfile.mkdtemp(prefix="rdsbackup-bench-s3-"))
     ring = Keyring({"bench": os.urandom(32)}, "bench")
+    moto = ExitStack()
     try:
+        endpoint = moto.enter_context(moto_server())
         client = s3_client(endpoint, "us-east-1", "k", "s", "path", args.concurrency + 2)
         client.create_bucket(Bucket="bench")
         stores: dict[str, Storage] = {
@@ -97,7 +77,7 @@ def main() -> None:
         print(f"peak RSS of this process: {peak:.0f} MiB (the 64 MiB source block included); "
               f"part {args.part_mb} MiB x {args.concurrency} in flight")  # fmt: skip
     finally:
-        proc.kill()
+        moto.close()
         shutil.rmtree(scratch, ignore_errors=True)
 
 

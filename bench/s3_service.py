@@ -18,14 +18,15 @@ import argparse
 import shutil
 import statistics
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pymysql
 from rdsapi import RdsClient, ServiceProcess
-from s3 import start_moto
 
 from rdsbackup.instances.servers import LocalServer, free_port, local_server
+from rdsbackup.testing import moto_server
 
 DATA = Path(__file__).resolve().parent / ".data" / "s3_service"
 PASSWORD = "bench-s3-service"
@@ -132,8 +133,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=None, help="s3_max_concurrency")
     args = parser.parse_args()
     server = source(args.gib)
-    moto, endpoint = start_moto()
+    moto = ExitStack()
     try:
+        endpoint = moto.enter_context(moto_server())
         import boto3
 
         boto3.client(
@@ -176,7 +178,7 @@ def main() -> None:
             f" S3 {max(r[1] for r in results['s3']):.0f} MiB"
         )
     finally:
-        moto.kill()
+        moto.close()
         server.stop()
 
 

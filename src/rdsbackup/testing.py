@@ -1,5 +1,6 @@
 """The service built on the in-memory engine and storage, for tests (as httpx ships
-``MockTransport``): real catalog, real service, runner and API, fake database servers.
+``MockTransport``): real catalog, real service, runner and API, fake database servers;
+and :func:`moto_server`, the S3 server the tests and benches run against.
 
 ``memory_rig`` wires the backup service and the job runner by hand (what service and job
 tests drive); ``memory_service`` builds the whole :class:`~rdsbackup.app.Service` through
@@ -9,14 +10,19 @@ or uvicorn in a thread for the official SDKs).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
+import httpx
 from cryptography.fernet import Fernet
 
 from rdsbackup.app import Service, build_service
@@ -28,6 +34,7 @@ from rdsbackup.engines.base import ServerAccess
 from rdsbackup.engines.memory import MemoryEngine, MemoryServer
 from rdsbackup.engines.registry import EngineRegistry
 from rdsbackup.instances.inventory import Inventory, Registration
+from rdsbackup.instances.ports import free_port
 from rdsbackup.jobs.dispatch import ThreadDispatcher
 from rdsbackup.jobs.leases import Leases
 from rdsbackup.jobs.planning import Planner
@@ -218,3 +225,32 @@ def serving(service: Service, timeout: float = 10.0) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout)
+
+
+@contextmanager
+def moto_server(log: IO[bytes] | None = None, timeout: float = 30.0) -> Iterator[str]:
+    """``moto_server`` (PyPI ``moto[server]``, next to this Python) on a free loopback
+    port, with S3's 5 MiB smallest part as on the real thing; yields its endpoint URL
+    and kills it on exit. It keeps objects in its own memory."""
+    port = free_port()
+    binary = Path(sys.executable).with_name("moto_server")
+    env = {**os.environ, "MOTO_S3_MIN_PART_SIZE": str(5 * 1024 * 1024)}
+    out = log if log is not None else subprocess.DEVNULL
+    proc = subprocess.Popen(
+        [str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out, env=env
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                httpx.get(endpoint + "/moto-api/", timeout=1)
+                break
+            except httpx.HTTPError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto_server did not start (exit {proc.poll()})") from None
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        proc.kill()
+        proc.wait()
