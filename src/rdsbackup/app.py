@@ -242,27 +242,9 @@ def build_service(
 ) -> Service:
     """``clock``: the scheduler's (tests move it; default: the system's UTC clock)."""
     core = build_core(settings, engines, storage)
-    leases = Leases(core.catalog, settings.node_id, settings.job_lease_seconds)
-    planner = Planner(core.catalog, core.storage, timedelta(hours=settings.full_backup_every_hours))
-    runner = JobRunner(
-        core.catalog,
-        core.inventory,
-        core.engines,
-        core.storage,
-        leases,
-        planner,
-        RunOptions(
-            compression=settings.compression,
-            compression_level=settings.compression_level,
-            compression_threads=settings.compression_threads,
-            parallel=settings.backup_parallel,
-            heartbeat_seconds=settings.heartbeat_seconds,
-            fingerprint=settings.fingerprint_backups,
-            snapshot_reflink=settings.snapshot_reflink,
-            encrypt_backups=settings.encrypt_backups,
-            keyring=core.keyring,
-        ),
-    )
+    work = build_runners(core)
+    leases, planner, runner = work.leases, work.planner, work.runner
+    restore_runner, log_store = work.restore_runner, work.log_store
     dispatcher: JobDispatcher
     restore_dispatcher: JobDispatcher
     if settings.dispatcher == "celery":
@@ -301,18 +283,6 @@ def build_service(
     )
     payloads = Payloads(core.catalog, core.storage)
     links = build_links(core, payloads)
-    log_store = build_log_store(core)
-    restore_runner = RestoreRunner(
-        core.catalog,
-        core.inventory,
-        core.supervisor,
-        core.engines,
-        SetStore(core.catalog, core.storage, core.keyring),
-        leases.for_table(RESTORE_TASKS),
-        core.supervisor.instances_dir,
-        settings.heartbeat_seconds,
-        log_store,
-    )
     if settings.dispatcher == "celery":
         restore_dispatcher = CeleryDispatcher(celery, RESTORE_TASK, restore_queue(core.catalog))
     else:
@@ -376,6 +346,56 @@ def build_service(
         scheduler=Scheduler(core.catalog, backups, lease, clock),
         shipper=build_shipper(core, log_store, leases.owner),
     )
+
+
+@dataclass(frozen=True)
+class Runners:
+    """What runs backup jobs and restores: all a worker process needs (``rdsbackup
+    worker``), and the part of :class:`Service` that ``serve`` runs in threads."""
+
+    leases: Leases
+    planner: Planner
+    runner: JobRunner
+    restore_runner: RestoreRunner
+    log_store: LogStore
+
+
+def build_runners(core: Core) -> Runners:
+    settings = core.settings
+    leases = Leases(core.catalog, settings.node_id, settings.job_lease_seconds)
+    planner = Planner(core.catalog, core.storage, timedelta(hours=settings.full_backup_every_hours))
+    runner = JobRunner(
+        core.catalog,
+        core.inventory,
+        core.engines,
+        core.storage,
+        leases,
+        planner,
+        RunOptions(
+            compression=settings.compression,
+            compression_level=settings.compression_level,
+            compression_threads=settings.compression_threads,
+            parallel=settings.backup_parallel,
+            heartbeat_seconds=settings.heartbeat_seconds,
+            fingerprint=settings.fingerprint_backups,
+            snapshot_reflink=settings.snapshot_reflink,
+            encrypt_backups=settings.encrypt_backups,
+            keyring=core.keyring,
+        ),
+    )
+    log_store = build_log_store(core)
+    restore_runner = RestoreRunner(
+        core.catalog,
+        core.inventory,
+        core.supervisor,
+        core.engines,
+        SetStore(core.catalog, core.storage, core.keyring),
+        leases.for_table(RESTORE_TASKS),
+        core.supervisor.instances_dir,
+        settings.heartbeat_seconds,
+        log_store,
+    )
+    return Runners(leases, planner, runner, restore_runner, log_store)
 
 
 def build_log_store(core: Core) -> LogStore:

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rdsbackup import logs
-from rdsbackup.app import Core, Service, build_core, build_service
+from rdsbackup.app import Core, Service, build_core, build_runners, build_service
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.cli_check import check
 from rdsbackup.cli_client import (
@@ -162,11 +162,11 @@ def worker(
 
     settings = _settings(config)
     _logging(settings)
-    service = build_service(settings)
+    runners = build_runners(build_core(settings))  # no API, console or loops of serve
     run_worker(
         celery_app(settings.broker_url),
-        service.runner.run,
-        service.restore_runner.run,
+        runners.runner.run,
+        runners.restore_runner.run,
         queue,
         concurrency,
         settings.node_id,
