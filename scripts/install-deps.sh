@@ -5,6 +5,7 @@
 # an XFS file system (on a loop device) to take Snapshot sets with reflink clones.
 # chromium: the web console's browser tests (Playwright drives /usr/bin/chromium).
 # redis-server: the Celery broker the scale-out tests start on their own port.
+# iproute2: `ip netns`, the two "hosts" of the worker tests (tests/e2e/test_worker_hosts.py).
 set -euo pipefail
 
 PACKAGES=(
@@ -15,6 +16,7 @@ PACKAGES=(
   xfsprogs
   chromium
   redis-server
+  iproute2
 )
 
 missing=()
