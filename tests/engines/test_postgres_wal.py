@@ -17,7 +17,7 @@ from tests.fixtures.servers import ServerFactory
 
 def _wait_segments(streamer: LogStreamer, count: int) -> list[LogFile]:
     found: list[LogFile] = []
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while len([f for f in found if not f.name.endswith(".history")]) < count:
         assert streamer.exited() is None, streamer.exited()
         assert time.monotonic() < deadline, f"only {len(found)} files complete"
@@ -39,6 +39,10 @@ def test_segments_are_complete_consecutive_and_of_this_cluster(
     spool.mkdir()
     streamer = ENGINE.log_streamer(access, spool, None)
     streamer.start()
+    deadline = time.monotonic() + 30
+    while not any(p.name.endswith(".partial") for p in spool.iterdir()):  # connected
+        assert streamer.exited() is None and time.monotonic() < deadline, streamer.exited()
+        time.sleep(0.05)
     before = datetime.now(UTC) - timedelta(seconds=1)
     try:
         for _ in range(3):

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
+from rdsbackup.engines.base import BackupMethod
 from rdsbackup.service.views import BackupView
 from rdsbackup.states import BackupStatus
 
@@ -134,7 +135,10 @@ class LinkMaker:
             return None
         whole = self.target(backup.id, backup.checksum)
         by_db = []
-        objects = self.db_objects(backup.id, backup.checksum) if self.db_objects else {}
+        # only Logical sets can have an object per database; asking costs a manifest read
+        objects: dict[str, str] = {}
+        if self.db_objects is not None and backup.method == BackupMethod.LOGICAL:
+            objects = self.db_objects(backup.id, backup.checksum)
         for database, name in objects.items():
             one = self.target(backup.id, backup.checksum, name, expires=whole.expires)
             by_db.append(DbLink(database, self.url(one), self.url(one, self.intranet_url)))
