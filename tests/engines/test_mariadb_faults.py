@@ -60,11 +60,12 @@ def commits_go_through(access: ServerAccess) -> bool:
     ("method", "words"),
     [
         ("Physical", r"^mariadb-backup exited with \d+: .*(Lost connection|gone away|connect)"),
-        # the dump workers or their lock session, whichever notices first
+        # the dump workers or their lock session, whichever notices first (a dump worker
+        # that had not connected yet finds no server)
         (
             "Logical",
             r"^(mariadb-dump exited with \d+|.*(SHOW|SELECT) .* failed): "
-            r".*(Lost connection|gone away)",
+            r".*(Lost connection|gone away|Can't connect)",
         ),
         ("Snapshot", r"Lost connection|gone away"),
     ],
