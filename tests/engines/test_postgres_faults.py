@@ -124,10 +124,21 @@ def assert_out_of_backup(server: LocalServer, log_from: int) -> None:
         )
         == []
     )
-    sessions = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rdsbackup'"
+    # the log streams' walsenders (pg_receivewal) are there by design too
+    sessions = (
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE application_name = 'rdsbackup' AND backend_type = 'client backend'"
+    )
     deadline = time.monotonic() + 10
     while query(access, sessions) != [(0,)]:
-        assert time.monotonic() < deadline, "the engine's session is still open"
+        assert time.monotonic() < deadline, (
+            "the engine's session is still open",
+            query(
+                access,
+                "SELECT pid, state, backend_type, query FROM pg_stat_activity"
+                " WHERE application_name = 'rdsbackup'",
+            ),
+        )
         time.sleep(0.05)
     with server.log_file.open("rb") as f:
         f.seek(log_from)
