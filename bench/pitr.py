@@ -312,23 +312,8 @@ class Service:
 
     def backup(self, instance: str) -> tuple[dict[str, Any], Path]:
         """A full Physical set; (its DescribeBackups item, its folder in storage)."""
-        job_id = str(
-            self.call(
-                "CreateBackup",
-                DBInstanceId=instance,
-                BackupMethod="Physical",
-                BackupType="FullBackup",
-            )["BackupJobId"]
-        )
-        while True:
-            job = self.call("DescribeBackupTasks", DBInstanceId=instance, BackupJobId=job_id)[
-                "Items"
-            ]["BackupJob"][0]
-            if job["BackupStatus"] == "Finished":
-                break
-            if job["BackupStatus"] == "Failed":
-                raise RuntimeError(f"the backup failed: {job.get('FailedReason')}")
-            time.sleep(0.3)
+        job = self.client.full_backup(instance, poll=0.3)
+        job_id = str(job["BackupJobId"])
         found = self.call("DescribeBackups", DBInstanceId=instance, BackupId=str(job["BackupId"]))
         return dict(found["Items"]["Backup"][0]), self.proc.storage_dir / instance / job_id
 

@@ -200,6 +200,26 @@ class RdsClient:
     def __init__(self, url: str, key: Key, timeout: float = 60) -> None:
         self.url, self.key, self.timeout = url, key, timeout
 
+    def full_backup(
+        self, instance: str, method: str = "Physical", poll: float = 0.05
+    ) -> dict[str, Any]:
+        """CreateBackup (FullBackup), then DescribeBackupTasks every ``poll`` seconds until
+        the job is Finished; its last BackupJob item (RuntimeError when it Failed)."""
+        job_id = str(
+            self.call(
+                "CreateBackup", DBInstanceId=instance, BackupMethod=method, BackupType="FullBackup"
+            )["BackupJobId"]
+        )
+        while True:
+            job = self.call("DescribeBackupTasks", DBInstanceId=instance, BackupJobId=job_id)[
+                "Items"
+            ]["BackupJob"][0]
+            if job["BackupStatus"] == "Finished":
+                return dict(job)
+            if job["BackupStatus"] == "Failed":
+                raise RuntimeError(f"the backup failed: {job.get('FailedReason')}")
+            time.sleep(poll)
+
     def call(self, action: str, **params: str) -> dict[str, Any]:
         common = {
             "Action": action,

@@ -98,24 +98,8 @@ def one_backup(server: LocalServer, settings: dict[str, Any], run: int) -> tuple
     try:
         client = RdsClient(svc.url, key)
         t0 = time.monotonic()
-        job_id = str(
-            client.call(
-                "CreateBackup",
-                DBInstanceId=instance,
-                BackupMethod="Physical",
-                BackupType="FullBackup",
-            )["BackupJobId"]
-        )
-        while True:
-            job = client.call("DescribeBackupTasks", DBInstanceId=instance, BackupJobId=job_id)[
-                "Items"
-            ]["BackupJob"][0]
-            if job["BackupStatus"] == "Finished":
-                seconds = time.monotonic() - t0
-                break
-            if job["BackupStatus"] == "Failed":
-                raise RuntimeError(f"backup failed: {job.get('FailedReason')}")
-            time.sleep(0.05)
+        job = client.full_backup(instance)
+        seconds = time.monotonic() - t0
         rss = peak_rss_mib(svc.pid)
         found = client.call("DescribeBackups", DBInstanceId=instance, BackupId=job["BackupId"])
         stored = int(found["Items"]["Backup"][0]["BackupSize"])
