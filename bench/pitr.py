@@ -66,6 +66,7 @@ import pymysql
 from measure import wait_for_quiet
 from rdsapi import ApiError, RdsClient, ServiceProcess
 from restore_paths import client_options
+from runs import save_run
 
 from rdsbackup.instances.servers import LocalServer, free_port, local_server
 
@@ -1049,18 +1050,8 @@ def main() -> None:
                         say(f"RPO {engine} switch {switch:g} failed: {e}")
     finally:
         text = report(pitrs, rpos, errors, "bench/pitr.py " + " ".join(sys.argv[1:]))
-        print(text)
-        out = DATA / f"results-{stamp}.md"
-        out.write_text(text + "\n")
-        say(f"results written to {out}")
-        logs = DATA / f"logs-{stamp}"
-        for log in run_dir.glob("*/s/service.log"):
-            logs.mkdir(exist_ok=True)
-            shutil.copyfile(log, logs / f"{log.parent.parent.name}.log")
-        if not args.keep:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        else:
-            say(f"run folder kept: {run_dir}")
+        logs = {log.parent.parent.name: log for log in run_dir.glob("*/s/service.log")}
+        save_run(DATA, stamp, text, logs, run_dir, args.keep, say)
 
 
 if __name__ == "__main__":

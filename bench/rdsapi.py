@@ -194,6 +194,30 @@ class ServiceProcess:
         return self.log_path.read_text(errors="replace")[-chars:]
 
 
+def signed_query(key: Key, action: str, params: dict[str, str]) -> str:
+    """The query string of a V1-signed (HMAC-SHA1) POST of ``action``."""
+    signed = {
+        "Action": action,
+        "Version": "2014-08-15",
+        "Format": "JSON",
+        "AccessKeyId": key.access_key_id,
+        "SignatureMethod": "HMAC-SHA1",
+        "SignatureVersion": "1.0",
+        "SignatureNonce": uuid.uuid4().hex,
+        "Timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **params,
+    }
+    digest = hmac.new(
+        (key.secret + "&").encode(),
+        sig.v1_string_to_sign("POST", signed).encode(),
+        hashlib.sha1,
+    ).digest()
+    return urllib.parse.urlencode(
+        {**signed, "Signature": base64.b64encode(digest).decode()},
+        quote_via=urllib.parse.quote,
+    )
+
+
 class RdsClient:
     """Signed RPC calls (``SignatureVersion=1.0``); JSON answers as dicts."""
 
@@ -221,26 +245,7 @@ class RdsClient:
             time.sleep(poll)
 
     def call(self, action: str, **params: str) -> dict[str, Any]:
-        common = {
-            "Action": action,
-            "Version": "2014-08-15",
-            "Format": "JSON",
-            "AccessKeyId": self.key.access_key_id,
-            "SignatureMethod": "HMAC-SHA1",
-            "SignatureVersion": "1.0",
-            "SignatureNonce": uuid.uuid4().hex,
-            "Timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-        signed = {**common, **params}
-        digest = hmac.new(
-            (self.key.secret + "&").encode(),
-            sig.v1_string_to_sign("POST", signed).encode(),
-            hashlib.sha1,
-        ).digest()
-        query = urllib.parse.urlencode(
-            {**signed, "Signature": base64.b64encode(digest).decode()},
-            quote_via=urllib.parse.quote,
-        )
+        query = signed_query(self.key, action, params)
         url = f"{self.url}?{query}"  # always http://127.0.0.1:<port>/
         request = urllib.request.Request(url, method="POST", data=b"")  # noqa: S310
         try:

@@ -46,9 +46,7 @@ Results (markdown) go to stdout and ``bench/.data/scale/results-<time>.md``.
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
-import hmac
 import http.client
 import json
 import math
@@ -56,14 +54,11 @@ import os
 import random
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.parse
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -75,10 +70,10 @@ from typing import Any, cast
 import psycopg
 from cryptography.fernet import Fernet
 from measure import process_cpu, wait_for_quiet
-from rdsapi import ApiError, Key, RdsClient, ServiceProcess
+from rdsapi import ApiError, Key, RdsClient, ServiceProcess, signed_query
+from runs import save_run
 from sqlalchemy import Table, event, func, insert, select, text
 
-from rdsbackup.api import signature as sig
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import (
     BackupJob,
@@ -158,30 +153,8 @@ class KeepAliveClient:
             self._local.conn = conn
         return conn
 
-    def _query(self, action: str, params: dict[str, str]) -> str:
-        signed = {
-            "Action": action,
-            "Version": "2014-08-15",
-            "Format": "JSON",
-            "AccessKeyId": self.key.access_key_id,
-            "SignatureMethod": "HMAC-SHA1",
-            "SignatureVersion": "1.0",
-            "SignatureNonce": uuid.uuid4().hex,
-            "Timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            **params,
-        }
-        digest = hmac.new(
-            (self.key.secret + "&").encode(),
-            sig.v1_string_to_sign("POST", signed).encode(),
-            hashlib.sha1,
-        ).digest()
-        return urllib.parse.urlencode(
-            {**signed, "Signature": base64.b64encode(digest).decode()},
-            quote_via=urllib.parse.quote,
-        )
-
     def call(self, action: str, **params: str) -> dict[str, Any]:
-        path = "/?" + self._query(action, params)
+        path = "/?" + signed_query(self.key, action, params)
         for attempt in (1, 2):
             conn = self._conn()
             try:
@@ -1146,18 +1119,8 @@ def main() -> None:
     finally:
         backends.stop()
         text_ = report(adms, descs, errors, "bench/scale.py " + " ".join(sys.argv[1:]), loads)
-        print(text_)
-        out = DATA / f"results-{stamp}.md"
-        out.write_text(text_ + "\n")
-        say(f"results written to {out}")
-        logs = DATA / f"logs-{stamp}"
-        for log in run_dir.glob("*/service.log"):
-            logs.mkdir(exist_ok=True)
-            shutil.copyfile(log, logs / f"{log.parent.name}.log")
-        if not args.keep:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        else:
-            say(f"run folder kept: {run_dir}")
+        logs = {log.parent.name: log for log in run_dir.glob("*/service.log")}
+        save_run(DATA, stamp, text_, logs, run_dir, args.keep, say)
 
 
 if __name__ == "__main__":
