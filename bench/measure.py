@@ -61,6 +61,24 @@ def process_cpu(pid: int | None) -> float:
     return sum(int(x) for x in f[11:15]) / CLK_TCK
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and of every live process below it (each with the children
+    it reaped): ``serve`` with its ``api_processes`` helpers."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parents[int(entry)] = int(_stat_fields(entry)[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, grew = {pid}, True
+    while grew:
+        below = {p for p, parent in parents.items() if parent in tree and p not in tree}
+        tree |= below
+        grew = bool(below)
+    return sum(process_cpu(p) for p in tree)
+
+
 def rss_bytes(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -15,6 +15,7 @@ Run: ``.venv/bin/python bench/s3_service.py [--gib 1] [--repeat 2]``.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import time
@@ -115,7 +116,18 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--part-mb", type=int, default=None, help="s3_part_size_mb")
     parser.add_argument("--concurrency", type=int, default=None, help="s3_max_concurrency")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="a service setting for both runs, e.g. compression_threads=1",
+    )
     args = parser.parse_args()
+    common: dict[str, Any] = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        common[name] = json.loads(value)
     server = source(args.gib)
     moto = ExitStack()
     try:
@@ -146,7 +158,7 @@ def main() -> None:
             order = ["local", "s3"] if rep % 2 == 0 else ["s3", "local"]
             for label in order:
                 run += 1
-                got = one_backup(server, s3 if label == "s3" else {}, run)
+                got = one_backup(server, {**common, **(s3 if label == "s3" else {})}, run)
                 results[label].append(got)
                 print(
                     f"run {run} {label:>5}: {got[0]:.2f} s, service peak RSS {got[1]:.0f} MiB,"

@@ -46,6 +46,7 @@ Results (markdown) go to stdout and ``bench/.data/scale/results-<time>.md``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import http.client
 import json
@@ -69,8 +70,8 @@ from typing import Any, cast
 
 import psycopg
 from cryptography.fernet import Fernet
-from measure import process_cpu, wait_for_quiet
-from rdsapi import ApiError, Key, RdsClient, ServiceProcess, signed_query
+from measure import tree_cpu, wait_for_quiet
+from rdsapi import ApiError, Key, RdsClient, ServiceProcess, rdsbackup_binary, signed_query
 from runs import save_run
 from sqlalchemy import Table, event, func, insert, select, text
 
@@ -84,6 +85,7 @@ from rdsbackup.catalog.models import (
 from rdsbackup.catalog.secrets import SecretBox
 from rdsbackup.instances.inventory import new_instance_id
 from rdsbackup.instances.servers import LocalServer, free_port, local_server
+from rdsbackup.jobs.celery_dispatch import DEFAULT_QUEUE
 from rdsbackup.manifest import MANIFEST_NAME, Manifest, StoredObject
 from rdsbackup.service.auth import AccountAdmin, Principal
 from rdsbackup.service.backups import BackupFilter
@@ -247,7 +249,7 @@ def burst(
     pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
     for t in pool:
         t.start()
-    cpu0, svc0 = time.process_time(), process_cpu(service_pid)
+    cpu0, svc0 = time.process_time(), tree_cpu(service_pid)
     stop_at = time.monotonic() + deadline_s
     t0 = time.perf_counter()
     start_gate.wait()
@@ -255,7 +257,7 @@ def burst(
         t.join()
     out.wall = time.perf_counter() - t0
     out.client_cpu = time.process_time() - cpu0
-    out.service_cpu = process_cpu(service_pid) - svc0
+    out.service_cpu = tree_cpu(service_pid) - svc0
     if queue:
         out.errors["not sent (deadline)"] += len(queue)
     return out
@@ -271,8 +273,10 @@ def profiled(pyspy: str, pid: int, out: Path) -> Iterator[None]:
     if not pyspy:
         yield
         return
+    # --gil: only the thread holding the GIL is sampled, so shares are of the CPU the
+    # interpreter spends, not of threads waiting for it.
     command = [pyspy, "record", "--pid", str(pid), "--format", "raw", "--rate", "250"]
-    command += ["--nonblocking", "--output", str(out)]
+    command += ["--gil", "--nonblocking", "--output", str(out)]
     proc = subprocess.Popen(
         command,
         stdout=subprocess.DEVNULL,
@@ -338,16 +342,42 @@ class Backends:
     password: str = field(default_factory=lambda: secrets.token_hex(12))
     mariadb: LocalServer | None = None
     postgres: LocalServer | None = None
+    redis: subprocess.Popen[bytes] | None = None
+    redis_port: int = 0
     _dbs: int = 0
 
-    def start(self, with_postgres: bool) -> None:
+    def start(self, with_postgres: bool, with_redis: bool) -> None:
         say("starting the MariaDB server (the instances' server)")
         self.mariadb = new_server("MariaDB", self.root / "m", self.password)
         if with_postgres:
             say("starting the PostgreSQL server (the catalog's server)")
             self.postgres = new_server("PostgreSQL", self.root / "p", self.password)
+        if with_redis:
+            say("starting redis-server (the Celery broker)")
+            self.redis_port = free_port()
+            (self.root / "r").mkdir(parents=True, exist_ok=True)
+            self.redis = subprocess.Popen(
+                ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+                 "--save", "", "--appendonly", "no", "--dir", str(self.root / "r")],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            deadline = time.monotonic() + 20
+            while not _redis_answers(self.redis_port):
+                if self.redis.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start")
+                time.sleep(0.1)
+
+    @property
+    def broker_url(self) -> str:
+        if self.redis is None:
+            raise RuntimeError("no redis-server")
+        return f"redis://127.0.0.1:{self.redis_port}/0"
 
     def stop(self) -> None:
+        if self.redis is not None:
+            self.redis.kill()
+            self.redis.wait()
         for server in (self.postgres, self.mariadb):
             if server is not None:
                 try:
@@ -373,6 +403,38 @@ class Backends:
         ) as conn:
             conn.execute(f"CREATE DATABASE {name}")  # name is ours: scale<n>
         return f"postgresql+psycopg://{ADMIN}:{self.password}@127.0.0.1:{self.postgres.port}/{name}"
+
+
+def _redis_answers(port: int) -> bool:
+    said = subprocess.run(
+        ["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True, check=False
+    )
+    return said.stdout.strip() == "PONG"
+
+
+@contextmanager
+def celery_worker(service: ServiceProcess, concurrency: int) -> Iterator[None]:
+    """``rdsbackup worker`` on the default queue (the bench's instances name no host
+    queue), started only after the burst: the API process admits, the worker runs."""
+    log = open(service.root / "worker.log", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        [rdsbackup_binary(), "worker", "--queue", DEFAULT_QUEUE,
+         "--concurrency", str(concurrency)],
+        env=service.env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    log.close()
+    try:
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 @dataclass
@@ -460,6 +522,8 @@ class AdmissionResult:
     jobs_seconds: float
     unfinished: int
     workers: int
+    dispatch: str
+    api_processes: int
     service_errors: list[str]
     profile: list[str] = field(default_factory=list)
 
@@ -513,6 +577,10 @@ def admissions(
     extra: dict[str, Any] = {}
     if args.workers:
         extra["max_parallel_jobs"] = args.workers
+    if args.dispatch == "celery":
+        extra.update(dispatcher="celery", broker_url=backends.broker_url)
+    if args.api_processes > 1:
+        extra["api_processes"] = args.api_processes
     rig = new_rig(root, kind, backends, extra)
     ids = add_instances(rig, backends.mariadb, args.instances)
     say(f"{kind}: {len(ids)} instances written; starting the service (probes each once)")
@@ -532,15 +600,20 @@ def admissions(
             f"{kind}: {b.ok} admitted in {b.wall:.2f} s = {b.rate:.0f}/s,"
             f" p50 {b.ms(50):.1f} ms p99 {b.ms(99):.1f} ms; errors {dict(b.errors)}"
         )
+        workers = int(args.workers or 2)
         t0 = time.monotonic()
-        deadline = t0 + args.job_timeout
-        states, ran, sets = job_counts(rig.catalog)
-        while time.monotonic() < deadline:
-            states, ran, sets = job_counts(rig.catalog)
-            unfinished = sum(v for k, v in states.items() if k not in ("Finished", "Failed"))
-            if unfinished == 0:
-                break
-            time.sleep(2)
+        with (
+            celery_worker(rig.service, workers)
+            if args.dispatch == "celery"
+            else contextlib.nullcontext()
+        ):
+            deadline = t0 + args.job_timeout
+            while time.monotonic() < deadline:
+                states, ran, sets = job_counts(rig.catalog)
+                unfinished = sum(v for k, v in states.items() if k not in ("Finished", "Failed"))
+                if unfinished == 0:
+                    break
+                time.sleep(2)
         jobs_seconds = time.monotonic() - t0
         states, ran, sets = job_counts(rig.catalog)
         unfinished = sum(v for k, v in states.items() if k not in ("Finished", "Failed"))
@@ -556,7 +629,6 @@ def admissions(
                 ).all()
             ]
         say(f"{kind}: jobs {states}, ran {ran}, sets {sets} after {jobs_seconds:.0f} s more")
-        workers = int(args.workers or 2)
         return AdmissionResult(
             kind,
             len(ids),
@@ -573,6 +645,8 @@ def admissions(
             jobs_seconds,
             unfinished,
             workers,
+            args.dispatch,
+            args.api_processes,
             service_problems(rig.service),
             profile_summary(profile),
         )
@@ -963,15 +1037,17 @@ def report(
         lines += [
             f"## 1. CreateBackup admissions (goal >= {ADMISSION_GOAL:.0f}/s)",
             "",
-            "| catalog | instances | client threads | client | admitted | refused | wall s"
-            " | admissions/s | p50 ms | p99 ms | service / client cores | load before -> after"
-            " | goal |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| catalog | API processes | jobs run by | instances | client threads | client"
+            " | admitted | refused | wall s | admissions/s | p50 ms | p99 ms"
+            " | service / client cores | load before -> after | goal |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for a in adms:
             b = a.burst
+            ran_by = "the service, meanwhile" if a.dispatch == "threads" else "a worker, after"
             lines.append(
-                f"| {a.kind} | {a.instances} | {a.threads} | {a.client} | {b.ok}"
+                f"| {a.kind} | {a.api_processes} | {ran_by} | {a.instances} | {a.threads}"
+                f" | {a.client} | {b.ok}"
                 f" | {sum(b.errors.values())} | {b.wall:.2f} | {b.rate:.0f} | {b.ms(50):.1f}"
                 f" | {b.ms(99):.1f} | {b.service_cpu / b.wall:.2f} / {b.client_cpu / b.wall:.2f}"
                 f" | {a.load_before} -> {a.load_after} | {_met(b.rate >= ADMISSION_GOAL)} |"
@@ -1067,6 +1143,16 @@ def main() -> None:
     parser.add_argument("--par-requests", type=int, default=150, help="per thread")
     parser.add_argument("--max-seconds", type=float, default=120, help="cap per measured burst")
     parser.add_argument("--client", choices=("keepalive", "urllib"), default="keepalive")
+    parser.add_argument(
+        "--api-processes", type=int, default=1, help="api_processes (needs --dispatch celery)"
+    )
+    parser.add_argument(
+        "--dispatch",
+        choices=("threads", "celery"),
+        default="threads",
+        help="threads: the service runs the jobs during the burst; celery: it only admits "
+        "(Redis broker), and one rdsbackup worker runs them after the burst",
+    )
     parser.add_argument("--workers", type=int, default=0, help="max_parallel_jobs (0: default)")
     parser.add_argument("--job-timeout", type=float, default=1800)
     parser.add_argument("--try-index", action="store_true", help="re-measure with an index")
@@ -1097,7 +1183,7 @@ def main() -> None:
     errors: list[str] = []
     loads = [f"start: {uptime()}"]
     try:
-        backends.start("postgresql" in kinds)
+        backends.start("postgresql" in kinds, args.dispatch == "celery")
         for kind in kinds:
             if not args.skip_admissions:
                 root = run_dir / f"a{kind[0]}"

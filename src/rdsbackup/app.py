@@ -53,7 +53,6 @@ from rdsbackup.service.scheduler import LEASE_NAME, Scheduler
 from rdsbackup.storage.base import Storage
 from rdsbackup.storage.keys import Keyring
 from rdsbackup.storage.local import LocalStorage
-from rdsbackup.storage.s3 import PARTS_PER_STEP, S3Location, S3Storage, s3_client
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +112,9 @@ def build_storage(settings: Settings) -> Storage:
     """The S3 bucket ``storage_url`` names, else the local folder."""
     if not settings.storage_url:
         return LocalStorage(settings.resolved_storage_dir)
+    # here: boto3 and the S3 model cost a service on local storage 24 MiB it never uses
+    from rdsbackup.storage.s3 import PARTS_PER_STEP, S3Location, S3Storage, s3_client
+
     client = s3_client(
         settings.s3_endpoint_url,
         settings.s3_region,
@@ -374,7 +376,7 @@ def build_runners(core: Core) -> Runners:
         RunOptions(
             compression=settings.compression,
             compression_level=settings.compression_level,
-            compression_threads=settings.compression_threads,
+            compression_threads=settings.resolved_compression_threads,
             parallel=settings.backup_parallel,
             heartbeat_seconds=settings.heartbeat_seconds,
             fingerprint=settings.fingerprint_backups,

@@ -98,7 +98,7 @@ def serve(
     """Run the API and the job workers."""
     settings = _settings(config)
     _logging(settings)
-    _serve(settings, host or settings.host, port or settings.port, keep_local_servers)
+    _serve(settings, host or settings.host, port or settings.port, keep_local_servers, config)
 
 
 def _serve(
@@ -106,9 +106,11 @@ def _serve(
     host: str,
     port: int,
     keep_local_servers: bool,
+    config: Path | None,
     prepare: Callable[[Service], None] | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then stop as :mod:`rdsbackup.shutdown` says."""
+    from rdsbackup.apiprocs import ApiProcesses
     from rdsbackup.shutdown import (
         StopRequested,
         StopSignals,
@@ -118,6 +120,8 @@ def _serve(
 
     settings = settings.model_copy(update={"host": host, "port": port})  # links name them
     bound_heap()
+    shared = settings.api_processes > 1
+    helpers = ApiProcesses(settings.api_processes - 1, host, port, config)
     with StopSignals(signal_servers=not keep_local_servers) as signals:
         service: Service | None = None
         try:
@@ -125,13 +129,46 @@ def _serve(
             if prepare is not None:
                 prepare(service)
             service.start()
-            serve_until_stopped(signals, service.asgi, host, port)
+            if shared:
+                helpers.start()
+            serve_until_stopped(signals, service.asgi, host, port, reuse_port=shared)
+        except StopRequested:
+            pass
+        finally:
+            helpers.stop()
+            if service is not None:
+                service.stop(stop_local_servers=not keep_local_servers)
+    exit_if_threads_stuck()
+
+
+@app.command("api-server")
+def api_server(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
+) -> None:
+    """Serve only the API, on a port shared with serve (SO_REUSEPORT): no loops, jobs or
+    local servers. serve starts these itself for api_processes > 1."""
+    from rdsbackup.shutdown import StopRequested, StopSignals, serve_until_stopped
+
+    settings = _settings(config)
+    _logging(settings)
+    if settings.dispatcher != "celery":
+        typer.echo('rdsbackup api-server: needs dispatcher = "celery"', err=True)
+        raise typer.Exit(2)
+    host, port = host or settings.host, port or settings.port
+    settings = settings.model_copy(update={"host": host, "port": port})
+    bound_heap()
+    with StopSignals(signal_servers=False) as signals:
+        service: Service | None = None
+        try:
+            service = build_service(settings)
+            serve_until_stopped(signals, service.asgi, host, port, reuse_port=True)
         except StopRequested:
             pass
         finally:
             if service is not None:
-                service.stop(stop_local_servers=not keep_local_servers)
-    exit_if_threads_stuck()
+                service.core.catalog.dispose()
 
 
 @app.command()
@@ -146,7 +183,7 @@ def demo(config: ConfigOpt = None, port: Annotated[int | None, typer.Option()] =
         info = ensure_demo(service.core)
         print_welcome(console, info, settings.host, port or settings.port)
 
-    _serve(settings, settings.host, port or settings.port, False, prepare)
+    _serve(settings, settings.host, port or settings.port, False, config, prepare)
 
 
 @app.command("worker")

@@ -8,12 +8,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from rdsbackup.api.signature import v1_signature
 from rdsbackup.profiles import Profile
+
+if TYPE_CHECKING:
+    import httpx
 
 API_VERSION = "2014-08-15"
 
@@ -41,8 +42,11 @@ class RdsClient:
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        import httpx  # here: serve, which imports this module, never makes calls
+
         self.profile = profile
         self._http = httpx.Client(base_url=profile.url, timeout=timeout, transport=transport)
+        self._http_error = httpx.HTTPError
 
     def close(self) -> None:
         self._http.close()
@@ -60,7 +64,7 @@ class RdsClient:
         )
         try:
             response = self._http.post("/", data=signed)
-        except httpx.HTTPError as e:
+        except self._http_error as e:
             raise Unreachable(f"{self.profile.url}: {e}") from None
         try:
             body = response.json()

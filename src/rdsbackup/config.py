@@ -14,7 +14,7 @@ import socket
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,6 +23,8 @@ from pydantic_settings import (
 )
 
 CONFIG_ENV = "RDSBACKUP_CONFIG"
+INLINE_LEVEL_MAX = 3
+"""zstd levels compressed in line by default (``compression_threads = 0``)."""
 
 
 class Settings(BaseSettings):
@@ -46,15 +48,15 @@ class Settings(BaseSettings):
     s3_secret_access_key: str | None = Field(default=None, repr=False)
     s3_addressing_style: Literal["virtual", "path"] = "virtual"
     """Alibaba OSS accepts virtual-hosted addressing only; some local servers need path."""
-    s3_part_size_mb: int = Field(default=8, ge=5, le=5120)
+    s3_part_size_mb: int = Field(default=5, ge=5, le=5120)
     """Size of an upload's first parts; with ``s3_part_growth`` it doubles every 1,000
-    parts (S3 allows 10,000: 8 MiB first reaches 8 TiB)."""
+    parts (S3 allows 10,000: 5 MiB first reaches 4.9 TiB; S3 objects end at 5 TiB)."""
     s3_part_growth: bool = True
     """Off: every part of ``s3_part_size_mb`` (servers that want equal parts, such as
     Cloudflare R2); the largest object is then 10,000 parts of that size."""
     s3_max_concurrency: int = Field(default=2, ge=1, le=64)
     """Parts uploaded at once per object: an upload holds this many parts plus the one
-    being filled in memory (24 MiB at the defaults; docs/storage.md)."""
+    being filled in memory (15 MiB at the defaults; docs/storage.md)."""
     instances_dir: Path | None = None
     """Where provisioned local servers live; default: ``<state_dir>/instances``."""
     secret_key: str | None = Field(default=None, repr=False)
@@ -78,6 +80,10 @@ class Settings(BaseSettings):
     --queue``) on each instance's host queue (docs/workers.md)."""
     broker_url: str = "redis://127.0.0.1:6379/0"
     """Celery's broker (Redis or RabbitMQ) when ``dispatcher = "celery"``."""
+    api_processes: int = Field(default=1, ge=1, le=64)
+    """Processes answering the API on ``port`` (``serve`` and N-1 ``api-server``, sharing
+    it with SO_REUSEPORT). More than one needs ``dispatcher = "celery"``
+    (rdsbackup.apiprocs)."""
     job_lease_seconds: float = 30.0
     heartbeat_seconds: float = 1.0
     probe_interval_seconds: float = 15.0
@@ -122,7 +128,10 @@ class Settings(BaseSettings):
     compression: str = "zstd"
     """zstd (default), gzip or none; CreateBackup's CompressType overrides it per backup."""
     compression_level: int = 1
-    compression_threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    compression_threads: int = Field(default=0, ge=0)
+    """zstd worker threads per stream; 0 (default): none at levels up to
+    :data:`INLINE_LEVEL_MAX` (one core compresses faster than the tools produce, and the
+    workers' job buffers cost 28 MiB of resident memory), the cores above."""
     backup_parallel: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
     fingerprint_backups: bool = False
     """Backups also count and checksum every table as of the set's consistent point, for
@@ -169,6 +178,22 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
+
+    @model_validator(mode="after")
+    def _helpers_need_celery(self) -> Settings:
+        if self.api_processes > 1 and self.dispatcher != "celery":
+            raise ValueError(
+                'api_processes > 1 needs dispatcher = "celery": the extra processes run no jobs'
+            )
+        return self
+
+    @property
+    def resolved_compression_threads(self) -> int:
+        if self.compression_threads:
+            return self.compression_threads
+        if self.compression_level <= INLINE_LEVEL_MAX:
+            return 1
+        return max(1, os.cpu_count() or 1)
 
     @property
     def resolved_catalog_url(self) -> str:

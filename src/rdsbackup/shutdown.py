@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -66,10 +67,10 @@ class StopSignals:
         if self._watchdog is not None:
             self._watchdog.cancel()
 
-    def serve(self, server: ApiServer) -> None:
+    def serve(self, server: ApiServer, sockets: list[socket.socket] | None = None) -> None:
         self.server = server
         if self.received is None:
-            server.run()
+            server.run(sockets)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
@@ -122,8 +123,15 @@ def exit_if_threads_stuck(timeout: float = 2.0) -> None:
 
 
 def serve_until_stopped(
-    signals: StopSignals, asgi: Callable[..., Any], host: str, port: int
+    signals: StopSignals,
+    asgi: Callable[..., Any],
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool = False,
 ) -> None:
+    """``reuse_port``: bind with ``SO_REUSEPORT``, so that the API processes of
+    ``api_processes`` (rdsbackup.apiprocs) share the port."""
     config = uvicorn.Config(
         asgi,
         host=host,
@@ -133,4 +141,15 @@ def serve_until_stopped(
         access_log=False,
         timeout_graceful_shutdown=5,
     )
-    signals.serve(ApiServer(config))
+    signals.serve(ApiServer(config), [shared_socket(host, port)] if reuse_port else None)
+
+
+def shared_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(False)
+    return sock

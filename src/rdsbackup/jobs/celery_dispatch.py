@@ -22,7 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from celery import Celery
-from sqlalchemy.orm import Session
+from sqlalchemy import select
+from sqlalchemy.orm import InstrumentedAttribute
 
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import BackupJob, Instance, RestoreTask
@@ -53,23 +54,25 @@ def queue_of(host_queue: str) -> str:
 
 def job_queue(catalog: Catalog) -> Callable[[int], str]:
     """The queue of a backup job: its instance's."""
-    return _queue_of_instance(catalog, lambda s, job_id: s.get_one(BackupJob, job_id).instance_id)
+    return _queue_of_instance(catalog, BackupJob.id, BackupJob.instance_id)
 
 
 def restore_queue(catalog: Catalog) -> Callable[[int], str]:
     """The queue of a restore task: its source instance's (where the set was taken)."""
-    return _queue_of_instance(
-        catalog, lambda s, task_id: s.get_one(RestoreTask, task_id).source_instance_id
-    )
+    return _queue_of_instance(catalog, RestoreTask.id, RestoreTask.source_instance_id)
 
 
 def _queue_of_instance(
-    catalog: Catalog, instance_of: Callable[[Session, int], str]
+    catalog: Catalog, work_id: InstrumentedAttribute[int], instance_id: InstrumentedAttribute[str]
 ) -> Callable[[int], str]:
-    def find(work_id: int) -> str:
+    def find(work: int) -> str:
         with catalog.read() as s:
-            instance = s.get(Instance, instance_of(s, work_id))
-            return queue_of(instance.host_queue if instance else "")
+            host_queue = s.scalar(
+                select(Instance.host_queue)
+                .join_from(work_id.class_, Instance, Instance.id == instance_id)
+                .where(work_id == work)
+            )
+        return queue_of(host_queue or "")
 
     return find
 

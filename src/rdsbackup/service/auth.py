@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from fnmatch import fnmatchcase
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from rdsbackup.catalog.db import Catalog, affected
@@ -55,24 +55,37 @@ class KeyStore:
 
     def lookup(self, access_key_id: str) -> KeyRecord | None:
         with self.catalog.read() as s:
-            key = s.scalar(select(AccessKey).where(AccessKey.access_key_id == access_key_id))
-            if key is None:
-                return None
-            principal = Principal(
-                account_id=key.account_id,
-                account_name=key.account.name,
-                access_key_id=key.access_key_id,
-                actions=tuple(a.strip() for a in key.actions.split(",") if a.strip()),
-            )
-            return KeyRecord(
-                principal, self.box.open(key.secret_ciphertext), key.status == KeyStatus.ACTIVE
-            )
+            row = s.execute(
+                select(
+                    AccessKey.account_id,
+                    Account.name,
+                    AccessKey.actions,
+                    AccessKey.secret_ciphertext,
+                    AccessKey.status,
+                )
+                .join(Account, Account.id == AccessKey.account_id)
+                .where(AccessKey.access_key_id == access_key_id)
+            ).one_or_none()
+        if row is None:
+            return None
+        account_id, account_name, actions, ciphertext, status = row
+        principal = Principal(
+            account_id=account_id,
+            account_name=account_name,
+            access_key_id=access_key_id,
+            actions=tuple(a.strip() for a in actions.split(",") if a.strip()),
+        )
+        return KeyRecord(principal, self.box.open(ciphertext), status == KeyStatus.ACTIVE)
 
     def use_nonce(self, access_key_id: str, nonce: str, expires_at: datetime) -> bool:
         """Record a nonce; False when it was already used (and has not expired)."""
         try:
             with self.catalog.write() as s:
-                s.add(Nonce(access_key_id=access_key_id, nonce=nonce, expires_at=expires_at))
+                s.execute(
+                    insert(Nonce).values(
+                        access_key_id=access_key_id, nonce=nonce, expires_at=expires_at
+                    )
+                )
         except IntegrityError:
             return False
         return True

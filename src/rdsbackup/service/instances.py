@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from rdsbackup.catalog.db import Catalog
 from rdsbackup.catalog.models import Database, Instance
-from rdsbackup.engines.base import BackupPlan
+from rdsbackup.engines.base import BackupPlan, Engine, ServerAccess
+from rdsbackup.instances.access import server_access
 from rdsbackup.instances.inventory import Inventory
 from rdsbackup.ratelimit import Throttle
 from rdsbackup.service import errors
@@ -40,6 +41,13 @@ PROBE_BURST = 3
 
 
 @dataclass(frozen=True)
+class Target:
+    instance: InstanceView
+    engine: Engine
+    access: ServerAccess = field(repr=False)
+
+
+@dataclass(frozen=True)
 class InstanceFilter:
     instance_ids: tuple[str, ...] = ()
     engine: str | None = None
@@ -64,6 +72,22 @@ class InstanceService:
         with self.catalog.read() as s:
             instance = owned_instance(s, who, instance_id)
             return InstanceView.of(instance, _databases(s, instance.id))
+
+    def require(self, who: Principal, instance_id: str) -> None:
+        """InstanceNotFound unless the caller has this instance."""
+        with self.catalog.read() as s:
+            owned_instance(s, who, instance_id)
+
+    def target(self, who: Principal, instance_id: str) -> Target:
+        """The caller's instance with its engine and access, read once (the admission of
+        a backup needs all three; its databases are not read)."""
+        with self.catalog.read() as s:
+            instance = owned_instance(s, who, instance_id)
+            return Target(
+                InstanceView.of(instance),
+                self.inventory.engines.for_engine(instance.engine),
+                server_access(instance, self.inventory.box),
+            )
 
     def find(
         self, who: Principal, filters: InstanceFilter, page: int, size: int
@@ -98,8 +122,11 @@ class InstanceService:
             return [d for d in _databases(s, instance_id) if name is None or d.name == name]
 
     def check_plan(self, instance_id: str, plan: BackupPlan) -> None:
-        engine = self.inventory.engines.for_engine(self.inventory.engine_name(instance_id))
-        engine.check_plan(plan, self.inventory.access(instance_id))
+        with self.catalog.read() as s:
+            instance = s.get_one(Instance, instance_id)
+            engine = self.inventory.engines.for_engine(instance.engine)
+            access = server_access(instance, self.inventory.box)
+        engine.check_plan(plan, access)
 
     def require_databases(self, instance_id: str, names: list[str]) -> None:
         """Every name must be a database of the instance; asks the server when the

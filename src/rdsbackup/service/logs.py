@@ -78,7 +78,7 @@ class LogService:
     ) -> tuple[Page[LogFileView], int]:
         """The stored files holding entries between ``start`` and ``end`` (a file
         without commits counts as written when it was stored), and their total size."""
-        self.instances.get(who, instance_id)
+        self.instances.require(who, instance_id)
         begin_of = func.coalesce(LogFileRecord.first_time, LogFileRecord.stored_at)
         end_of = func.coalesce(LogFileRecord.last_time, LogFileRecord.stored_at)
         where = (

@@ -230,7 +230,7 @@ class RestoreService:
         return task_id
 
     def tasks(self, who: Principal, instance_id: str, task_id: int | None) -> list[TaskView]:
-        self.instances.get(who, instance_id)
+        self.instances.require(who, instance_id)
         query = select(RestoreTask).where(
             RestoreTask.account_id == who.account_id,
             (RestoreTask.source_instance_id == instance_id)

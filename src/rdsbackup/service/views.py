@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Row
 
 from rdsbackup.catalog.models import BackupJob, BackupSet, Database, Instance, split_names
 
@@ -91,7 +93,8 @@ class BackupView:
     pinned: bool = False
 
     @classmethod
-    def of(cls, b: BackupSet) -> BackupView:
+    def of(cls, b: BackupSet | Row[Any]) -> BackupView:
+        """From the set's object, or a row of its table's columns."""
         return cls(
             id=b.id,
             instance_id=b.instance_id,

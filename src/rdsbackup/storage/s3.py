@@ -7,12 +7,12 @@ an object visible at CompleteMultipartUpload, never before). An object smaller t
 part is one PutObject.
 
 S3 allows 10,000 parts, and a stream's size is not known ahead. Parts therefore start
-small and double every :data:`PARTS_PER_STEP` parts. With 8 MiB parts first, an object
-of up to 7.8 GiB is held in memory as at most ``max_concurrency + 1`` parts of 8 MiB,
-and 10,000 parts reach 8 TiB, past S3's 5 TiB object limit. A full part is handed to
-the upload as it is, not copied. Servers that want every
-part but the last of one size (Cloudflare R2) set ``s3_part_growth = false`` and a part
-size fit for their largest object.
+small and double every :data:`PARTS_PER_STEP` parts. With 5 MiB parts first (S3's
+smallest), an object of up to 4.9 GiB is held in memory as at most
+``max_concurrency + 1`` parts of 5 MiB, and 10,000 parts reach 4.9 TiB (S3's largest
+object is 5 TiB). A full part is handed to the upload as it is, not copied. Servers
+that want every part but the last of one size (Cloudflare R2) set
+``s3_part_growth = false`` and a part size fit for their largest object.
 
 Checksums: the service keeps its own sha256 per object (storage/streams.py), so the
 client is told to send and check S3 checksums only when an operation requires them;
@@ -95,7 +95,7 @@ class S3Storage(Storage):
         self,
         client: Any,
         location: S3Location,
-        part_size: int = 8 * MiB,
+        part_size: int = 5 * MiB,
         max_concurrency: int = 2,
         parts_per_step: int | None = PARTS_PER_STEP,
     ) -> None:

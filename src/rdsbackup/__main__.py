@@ -1,0 +1,5 @@
+"""``python -m rdsbackup``: the same as the ``rdsbackup`` command."""
+
+from rdsbackup.cli import main
+
+main()

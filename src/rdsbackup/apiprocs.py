@@ -1,0 +1,83 @@
+"""More API processes on ``serve``'s port (``api_processes = N``).
+
+One Python process admits about 200 CreateBackup a second: the interpreter, not the
+catalog, is the limit (docs/performance.md "Scale"). ``serve`` then starts N-1
+``rdsbackup api-server`` processes that bind the same address with ``SO_REUSEPORT``, so
+the kernel spreads connections over all N. The helpers answer the API only: the loops
+(reaper, janitor, scheduler, log shipper), the local servers and the job runners stay
+in ``serve``, and jobs go to the Celery workers (``dispatcher = "celery"`` is required).
+
+A helper that exits is started again (after one second); each helper dies with
+``serve`` (``PR_SET_PDEATHSIG``), so none outlives a ``serve`` killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+RESTART_SECONDS = 1.0
+STOP_SECONDS = 10.0
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ApiProcesses:
+    """``count`` ``rdsbackup api-server`` children, kept running until :meth:`stop`."""
+
+    def __init__(self, count: int, host: str, port: int, config: Path | None) -> None:
+        self.command = [sys.executable, "-m", "rdsbackup", "api-server"]
+        self.command += ["--host", host, "--port", str(port)]
+        if config is not None:
+            self.command += ["--config", str(config)]
+        self.count = count
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._procs = [self._spawn() for _ in range(self.count)]
+        self._watcher = threading.Thread(target=self._watch, name="api-processes", daemon=True)
+        self._watcher.start()
+        log.info("started %d more API processes: %s", self.count, [p.pid for p in self._procs])
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._procs]
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.command, preexec_fn=_die_with_parent)
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(RESTART_SECONDS):
+            for i, proc in enumerate(self._procs):
+                code = proc.poll()
+                if code is not None and not self._stopping.is_set():
+                    log.warning("API process %d exited with %s: starting it again", proc.pid, code)
+                    self._procs[i] = self._spawn()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=RESTART_SECONDS * 2)
+        for proc in self._procs:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in self._procs:
+            try:
+                proc.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
