@@ -70,7 +70,7 @@ from typing import Any, cast
 
 import psycopg
 from cryptography.fernet import Fernet
-from measure import tree_cpu, wait_for_quiet
+from measure import machine_busy, tree_cpu, wait_for_quiet
 from rdsapi import ApiError, Key, RdsClient, ServiceProcess, rdsbackup_binary, signed_query
 from runs import save_run
 from sqlalchemy import Table, event, func, insert, select, text
@@ -197,6 +197,7 @@ class Burst:
     results: list[dict[str, Any]] = field(default_factory=list)
     client_cpu: float = 0.0
     service_cpu: float = 0.0
+    machine_cpu: float = 0.0
 
     @property
     def ok(self) -> int:
@@ -249,7 +250,7 @@ def burst(
     pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
     for t in pool:
         t.start()
-    cpu0, svc0 = time.process_time(), tree_cpu(service_pid)
+    cpu0, svc0, all0 = time.process_time(), tree_cpu(service_pid), machine_busy()
     stop_at = time.monotonic() + deadline_s
     t0 = time.perf_counter()
     start_gate.wait()
@@ -258,6 +259,7 @@ def burst(
     out.wall = time.perf_counter() - t0
     out.client_cpu = time.process_time() - cpu0
     out.service_cpu = tree_cpu(service_pid) - svc0
+    out.machine_cpu = machine_busy() - all0
     if queue:
         out.errors["not sent (deadline)"] += len(queue)
     return out
@@ -1039,7 +1041,7 @@ def report(
             "",
             "| catalog | API processes | jobs run by | instances | client threads | client"
             " | admitted | refused | wall s | admissions/s | p50 ms | p99 ms"
-            " | service / client cores | load before -> after | goal |",
+            " | service / client / machine cores | load before -> after | goal |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for a in adms:
@@ -1050,6 +1052,7 @@ def report(
                 f" | {a.client} | {b.ok}"
                 f" | {sum(b.errors.values())} | {b.wall:.2f} | {b.rate:.0f} | {b.ms(50):.1f}"
                 f" | {b.ms(99):.1f} | {b.service_cpu / b.wall:.2f} / {b.client_cpu / b.wall:.2f}"
+                f" / {b.machine_cpu / b.wall:.2f}"
                 f" | {a.load_before} -> {a.load_after} | {_met(b.rate >= ADMISSION_GOAL)} |"
             )
         lines += [

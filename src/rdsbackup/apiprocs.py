@@ -1,6 +1,6 @@
 """More API processes on ``serve``'s port (``api_processes = N``).
 
-One Python process admits about 200 CreateBackup a second: the interpreter, not the
+One Python process admits about 100-220 CreateBackup a second: the interpreter, not the
 catalog, is the limit (docs/performance.md "Scale"). ``serve`` then starts N-1
 ``rdsbackup api-server`` processes that bind the same address with ``SO_REUSEPORT``, so
 the kernel spreads connections over all N. The helpers answer the API only: the loops
@@ -8,7 +8,10 @@ the kernel spreads connections over all N. The helpers answer the API only: the 
 in ``serve``, and jobs go to the Celery workers (``dispatcher = "celery"`` is required).
 
 A helper that exits is started again (after one second); each helper dies with
-``serve`` (``PR_SET_PDEATHSIG``), so none outlives a ``serve`` killed with SIGKILL.
+``serve``: it asks for SIGTERM when its parent ends (``PR_SET_PDEATHSIG``, set by the
+helper itself first thing, not between fork and exec where other threads' locks could
+hang it), then checks that its parent is still the ``serve`` that started it, so none
+outlives a ``serve`` killed with SIGKILL.
 """
 
 from __future__ import annotations
@@ -27,11 +30,18 @@ log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
 RESTART_SECONDS = 1.0
 STOP_SECONDS = 10.0
+PARENT_ENV = "RDSBACKUP_API_PARENT"
+"""The pid of the ``serve`` a helper belongs to (set for its children only)."""
 
 
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def die_with_parent() -> None:
+    """In a helper: SIGTERM when ``serve`` ends, and exit now if it already has."""
+    parent = os.environ.pop(PARENT_ENV, None)
+    if parent is None:
+        return  # started by hand: no parent to follow
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):
+        raise SystemExit("rdsbackup api-server: serve has ended")
 
 
 class ApiProcesses:
@@ -53,12 +63,8 @@ class ApiProcesses:
         self._watcher.start()
         log.info("started %d more API processes: %s", self.count, [p.pid for p in self._procs])
 
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self._procs]
-
     def _spawn(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(self.command, preexec_fn=_die_with_parent)
+        return subprocess.Popen(self.command, env={**os.environ, PARENT_ENV: str(os.getpid())})
 
     def _watch(self) -> None:
         while not self._stopping.wait(RESTART_SECONDS):

@@ -149,7 +149,10 @@ def api_server(
 ) -> None:
     """Serve only the API, on a port shared with serve (SO_REUSEPORT): no loops, jobs or
     local servers. serve starts these itself for api_processes > 1."""
+    from rdsbackup.apiprocs import die_with_parent
     from rdsbackup.shutdown import StopRequested, StopSignals, serve_until_stopped
+
+    die_with_parent()
 
     settings = _settings(config)
     _logging(settings)

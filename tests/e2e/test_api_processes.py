@@ -1,6 +1,6 @@
 """``api_processes = 2``: ``serve`` and one ``rdsbackup api-server`` share the port
 (SO_REUSEPORT). The helper answers calls itself, is started again when it dies, and
-ends with ``serve``."""
+ends with ``serve``, even a ``serve`` killed with SIGKILL."""
 
 from __future__ import annotations
 
@@ -101,6 +101,18 @@ def test_two_api_processes_share_the_port(
         svc.stop()
     assert not _alive(second), "the helper outlived serve"
     assert _listeners(svc.port) == 0
+
+    # serve killed with SIGKILL (itself, not its process group): the helper follows.
+    svc.start()
+    assert svc.proc is not None
+    try:
+        _wait(lambda: _listeners(svc.port) == 2, 30, "the helper never listened")
+        (orphan,) = _children(svc.proc.pid)
+        os.kill(svc.proc.pid, signal.SIGKILL)
+        svc.proc.wait()
+        _wait(lambda: not _alive(orphan), 15, "the helper outlived a killed serve")
+    finally:
+        svc.stop(kill=True)
 
 
 def test_more_api_processes_need_celery(tmp_path: Path) -> None:
