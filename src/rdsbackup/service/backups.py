@@ -37,7 +37,7 @@ from rdsbackup.jobs.planning import NoParent, Planner
 from rdsbackup.jobs.removal import finish_removals, mark_deleting
 from rdsbackup.service import errors
 from rdsbackup.service.auth import Principal
-from rdsbackup.service.instances import InstanceService
+from rdsbackup.service.instances import InstanceService, owned
 from rdsbackup.service.views import BackupView, JobView, Page
 from rdsbackup.states import (
     JOB_PROGRESSING,
@@ -192,11 +192,7 @@ class BackupService:
                     Instance.manual_backup_enabled,
                     Instance.read_only,
                 )
-                .where(
-                    Instance.id == req.instance_id,
-                    Instance.account_id == who.account_id,
-                    Instance.status != InstanceStatus.DELETED,
-                )
+                .where(owned(who, req.instance_id))
                 .with_for_update()
             ).one_or_none()
             if state is None:

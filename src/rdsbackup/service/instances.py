@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
 from rdsbackup.catalog.db import Catalog
@@ -21,16 +21,21 @@ from rdsbackup.service.views import DatabaseView, InstanceView, Page
 from rdsbackup.states import InstanceStatus
 
 
+def owned(who: Principal, instance_id: str) -> ColumnElement[bool]:
+    """The condition on ``instances`` rows: the caller's instance, not released."""
+    return and_(
+        Instance.id == instance_id,
+        Instance.account_id == who.account_id,
+        Instance.status != InstanceStatus.DELETED,
+    )
+
+
 def owned_instance(s: Session, who: Principal, instance_id: str, *, lock: bool = False) -> Instance:
     """The caller's instance (not released) in ``s``, else InstanceNotFound. ``lock``
     takes its row (``FOR UPDATE`` on PostgreSQL; on SQLite the write transaction is the
     lock): the writers that check an instance's state before they change what hangs on
     it (CreateBackup, ModifyBackupPolicy, DeleteDBInstance) serialise on this row."""
-    query = select(Instance).where(
-        Instance.id == instance_id,
-        Instance.account_id == who.account_id,
-        Instance.status != InstanceStatus.DELETED,
-    )
+    query = select(Instance).where(owned(who, instance_id))
     instance = s.scalar(query.with_for_update() if lock else query)
     if instance is None:
         raise errors.InstanceNotFound()
@@ -83,11 +88,7 @@ class InstanceService:
         a backup needs all three; its databases are not read)."""
         with self.catalog.read() as s:
             instance = owned_instance(s, who, instance_id)
-            return Target(
-                InstanceView.of(instance),
-                self.inventory.engines.for_engine(instance.engine),
-                server_access(instance, self.inventory.box),
-            )
+            return Target(InstanceView.of(instance), *self._engine_and_access(instance))
 
     def find(
         self, who: Principal, filters: InstanceFilter, page: int, size: int
@@ -123,10 +124,12 @@ class InstanceService:
 
     def check_plan(self, instance_id: str, plan: BackupPlan) -> None:
         with self.catalog.read() as s:
-            instance = s.get_one(Instance, instance_id)
-            engine = self.inventory.engines.for_engine(instance.engine)
-            access = server_access(instance, self.inventory.box)
+            engine, access = self._engine_and_access(s.get_one(Instance, instance_id))
         engine.check_plan(plan, access)
+
+    def _engine_and_access(self, instance: Instance) -> tuple[Engine, ServerAccess]:
+        engine = self.inventory.engines.for_engine(instance.engine)
+        return engine, server_access(instance, self.inventory.box)
 
     def require_databases(self, instance_id: str, names: list[str]) -> None:
         """Every name must be a database of the instance; asks the server when the
